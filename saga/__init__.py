@@ -1,0 +1,70 @@
+"""saga: durable sagas for asyncio services.
+
+Layers, bottom up: the log's records (`Record`) and the fold that turns a log into a
+saga's condition (`replay`); the stores that keep logs, inboxes and deadlines; the actors
+that drive one saga each; and the `Runtime` that owns them all. Users touch the
+definitions (`Saga`, `Step`, `wait_for`, `RetryPolicy`), the `Runtime` and the `Observer`
+hooks; everything else lives in private modules.
+"""
+
+from saga._definition import Event as Event
+from saga._definition import Saga as Saga
+from saga._definition import Step as Step
+from saga._definition import StepContext as StepContext
+from saga._definition import Wait as Wait
+from saga._definition import wait_for as wait_for
+from saga._errors import CorruptLog as CorruptLog
+from saga._errors import DefinitionMismatch as DefinitionMismatch
+from saga._errors import NotASagaStore as NotASagaStore
+from saga._errors import PayloadTooLarge as PayloadTooLarge
+from saga._errors import PoisonStep as PoisonStep
+from saga._errors import SagaClosed as SagaClosed
+from saga._errors import SagaError as SagaError
+from saga._errors import SagaExists as SagaExists
+from saga._errors import StepTimeout as StepTimeout
+from saga._errors import StoreError as StoreError
+from saga._errors import UnknownDefinition as UnknownDefinition
+from saga._errors import UnknownSaga as UnknownSaga
+from saga._handle import SagaHandle as SagaHandle
+from saga._info import ErrorInfo as ErrorInfo
+from saga._info import SagaInfo as SagaInfo
+from saga._info import Status as Status
+from saga._observer import Observer as Observer
+from saga._observer import StepOutcome as StepOutcome
+from saga._records import Record as Record
+from saga._replay import replay as replay
+from saga._retry import RetryPolicy as RetryPolicy
+from saga._runtime import DeadLetter as DeadLetter
+from saga._runtime import Runtime as Runtime
+
+__all__ = [
+    "CorruptLog",
+    "DeadLetter",
+    "DefinitionMismatch",
+    "ErrorInfo",
+    "Event",
+    "NotASagaStore",
+    "Observer",
+    "PayloadTooLarge",
+    "PoisonStep",
+    "Record",
+    "RetryPolicy",
+    "Runtime",
+    "Saga",
+    "SagaClosed",
+    "SagaError",
+    "SagaExists",
+    "SagaHandle",
+    "SagaInfo",
+    "Status",
+    "Step",
+    "StepContext",
+    "StepOutcome",
+    "StepTimeout",
+    "StoreError",
+    "UnknownDefinition",
+    "UnknownSaga",
+    "Wait",
+    "replay",
+    "wait_for",
+]

@@ -1,0 +1,349 @@
+"""The actor: one task per active saga, one message at a time, the saga's only writer.
+
+The loop: fold what the log says (`Progress`), append the records that follow from it
+(committed before anything can observe them), invoke at most one handler, repeat. When
+nothing can happen until an event or a deadline, the actor passivates: its task ends and
+nothing of it stays in memory. An event, a timer or an abort brings it back from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from saga._definition import Event, Saga, Step, StepContext, Wait
+from saga._errors import PayloadTooLarge, PoisonStep, StepTimeout
+from saga._fold import Handler, Progress, Todo
+from saga._info import ErrorInfo, SagaInfo
+from saga._observer import ObserverCalls, StepOutcome
+from saga._records import Kind, Record, decode_payload, encode_payload, encode_record
+from saga._store import Append, InboxItem, SagaRow
+
+if TYPE_CHECKING:
+    from saga._runtime import Runtime
+
+__all__ = ["Actor", "Wake", "idempotency_key", "index_row"]
+
+logger = logging.getLogger("saga.runtime")
+
+_NEVER_RETRIED = (StepTimeout, PayloadTooLarge)
+_error_encoder = msgspec.msgpack.Encoder()
+
+
+class Wake:
+    """Mailbox message: re-evaluate (a deadline may have passed)."""
+
+
+class Close:
+    """Mailbox message: the runtime is shutting down; stop at the next safe point."""
+
+
+Message = InboxItem | Wake | Close
+
+
+@dataclass(slots=True)
+class _Invocation:
+    step: Step
+    handler: str
+    attempt: int
+    compensating: bool
+    event: Event | None
+
+
+def idempotency_key(saga_id: str, step: str, compensating: bool) -> str:
+    """Stable key for one saga + step + direction: the same on every attempt and after crashes."""
+    direction = "compensate" if compensating else "forward"
+    name = f"{len(saga_id)}:{saga_id}/{len(step)}:{step}/{direction}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "saga:" + name))
+
+
+def index_row(progress: Progress, state: bytes) -> SagaRow:
+    """The saga index row for ``progress`` (``state`` is its state, encoded)."""
+    error = progress.error
+    return SagaRow(
+        saga_id=progress.saga_id,
+        name=progress.name,
+        version=progress.version,
+        status=progress.status.value,
+        step=progress.info().step,
+        created_at=progress.created_at,
+        updated_at=progress.updated_at,
+        seq=progress.seq,
+        wake_at=progress.wake_at,
+        state=state,
+        error=None if error is None else _error_encoder.encode(error),
+    )
+
+
+class Actor:
+    """Drives one saga from its log. Created and registered by the runtime."""
+
+    def __init__(self, runtime: Runtime, saga_id: str, progress: Progress | None = None) -> None:
+        self.saga_id = saga_id
+        self._rt = runtime
+        self._progress = progress
+        self.mailbox, self._inbound = anyio.create_memory_object_stream[Message](math.inf)
+        self._events: dict[str, InboxItem] = {}  # pending events by event_id, oldest first
+        self._abort: InboxItem | None = None
+        self._saga: Saga[Any] | None = None
+        self._state = b""  # committed state, encoded
+        self._batch: list[Record] = []
+        self._infos: list[SagaInfo] = []
+        self._consumed: list[str] = []
+        self._closed: str | None = None
+        self._observers = ObserverCalls(())
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The actor's task. Never raises: problems park the saga or schedule a retry."""
+        try:
+            await self._load()
+            await self._drive()
+        except Exception as error:
+            self._rt.actor_failed(self, error)
+        finally:
+            self._rt.actor_stopped(self)
+            self.mailbox.close()
+            self._inbound.close()
+
+    async def _load(self) -> None:
+        progress = self._progress
+        if progress is None:
+            progress = self._progress = await self._rt.fold(self.saga_id)
+        self._saga = self._rt.definition_for(progress)
+        self._observers = self._rt.observers_for(self._saga)
+        self._state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
+        for item in await self._rt.store.inbox(self.saga_id):
+            self._accept(item)
+
+    def _accept(self, message: Message) -> None:
+        if isinstance(message, InboxItem):
+            if message.kind == "abort":
+                self._abort = self._abort or message
+            else:
+                self._events.setdefault(message.event_id, message)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        progress = self._progress
+        assert progress is not None
+        while True:
+            while True:  # take every message already there
+                try:
+                    message = self._inbound.receive_nowait()
+                except anyio.WouldBlock:
+                    break
+                if isinstance(message, Close):
+                    return
+                self._accept(message)
+            if self._rt.closing:
+                return
+            invocation = self._advance(progress)
+            if self._batch:
+                await self._commit()
+            if progress.terminal:
+                self._rt.saga_finished(self.saga_id)
+                return
+            if invocation is not None:
+                await self._invoke(progress, invocation)
+                continue
+            deadline = progress.wake_at
+            if deadline is not None:
+                if deadline <= self._rt.clock.now():
+                    continue
+                self._rt.timers.arm(self.saga_id, deadline)
+            if self._rt.try_passivate(self):
+                return
+            message = await self._inbound.receive()
+            if isinstance(message, Close):
+                return
+            self._accept(message)
+
+    def _advance(self, p: Progress) -> _Invocation | None:
+        """Append every record the log owes now; return the handler to invoke, if any."""
+        saga = self._saga
+        assert saga is not None
+        now = self._rt.clock.now()
+        while not p.terminal:
+            step = p.step
+            if self._abort is not None:
+                abort, self._abort = self._abort, None
+                effective = not p.compensating and p.todo is None
+                reason = decode_payload(abort.payload)
+                self._consumed.append(abort.event_id)
+                self._add(Kind.ABORT_REQUESTED, step, {"reason": reason, "effective": effective})
+            elif p.todo == Todo.COMPLETE:
+                self._closed = "saga completed"
+                self._add(Kind.SAGA_COMPLETED, None, {})
+            elif p.todo == Todo.COMPENSATED:
+                self._closed = "saga compensated"
+                self._add(Kind.SAGA_COMPENSATED, None, {})
+            elif p.todo == Todo.FAIL:
+                self._closed = "saga failed"
+                error = msgspec.to_builtins(p.error)
+                self._add(Kind.SAGA_FAILED, step, {"error": error, "remaining": list(p.queue)})
+            elif p.todo == Todo.COMPENSATE:
+                queue = self._compensation_queue(p, saga)
+                data = {"error": msgspec.to_builtins(p.error), "failed_step": p.failed_step,
+                        "steps": queue}  # fmt: skip
+                self._add(Kind.COMPENSATION_STARTED, None, data)
+            elif p.handler is not None:
+                assert step is not None
+                direction = {"compensating": p.compensating}
+                if p.in_flight and p.recoveries + 1 >= self._rt.max_recoveries:
+                    message = (
+                        f"handler {p.handler} of step {step!r} was interrupted "
+                        f"{p.recoveries + 1} times by crashes"
+                    )
+                    error = {"type": PoisonStep.__name__, "message": message}
+                    data = {**direction, "handler": p.handler, "attempt": p.attempt,
+                            "error": error, "retry_at": None, "final": True}  # fmt: skip
+                    self._add(Kind.STEP_FAILED, step, data)
+                    continue
+                if p.retry_at is not None and now < p.retry_at:
+                    return None
+                recovery = p.recoveries + 1 if p.in_flight else 0
+                data = {
+                    **direction,
+                    "handler": p.handler,
+                    "attempt": p.attempt,
+                    "recovery": recovery,
+                }
+                self._add(Kind.STEP_STARTED, step, data)
+                event = None
+                if p.event is not None:
+                    event = Event(name=p.event["name"], payload=p.event["payload"],
+                                  key=p.event["key"], event_id=p.event["event_id"])  # fmt: skip
+                return _Invocation(saga.steps[saga.step_names.index(step)], p.handler,
+                                   p.attempt, p.compensating, event)  # fmt: skip
+            elif p.wait is not None:
+                item = self._match(p.wait)
+                if item is not None:
+                    del self._events[item.event_id]
+                    self._consumed.append(item.event_id)
+                    self._rt.timers.disarm(self.saga_id)
+                    delivered = {"event_id": item.event_id, "name": item.name, "key": item.key,
+                                 "payload": decode_payload(item.payload)}  # fmt: skip
+                    self._add(Kind.EVENT_DELIVERED, step,
+                              {"compensating": p.compensating, "event": delivered})  # fmt: skip
+                elif p.wait["deadline"] is not None and now >= p.wait["deadline"]:
+                    self._add(Kind.WAIT_TIMED_OUT, step, {"compensating": p.compensating})
+                else:
+                    return None
+            else:  # pragma: no cover - the fold always leaves something to do or wait for
+                raise AssertionError(f"saga {self.saga_id!r} has nothing to do at seq {p.seq}")
+        return None
+
+    def _match(self, wait: dict[str, Any]) -> InboxItem | None:
+        for item in self._events.values():
+            if item.name == wait["name"] and (wait["key"] is None or item.key == wait["key"]):
+                return item
+        return None
+
+    @staticmethod
+    def _compensation_queue(p: Progress, saga: Saga[Any]) -> list[str]:
+        queue = []
+        failed = p.failed_step
+        if (
+            failed is not None
+            and failed in p.started
+            and failed not in p.completed
+            and saga.steps[saga.step_names.index(failed)].compensate_on_failure
+        ):
+            queue.append(failed)
+        queue.extend(reversed(p.completed))
+        return queue
+
+    def _add(self, kind: str, step: str | None, data: dict[str, Any]) -> None:
+        progress = self._progress
+        assert progress is not None
+        record = Record(
+            seq=progress.seq + 1, kind=kind, at=self._rt.clock.now(), step=step, data=data
+        )
+        progress.apply(record)
+        self._batch.append(record)
+        if self._observers:
+            self._infos.append(self._rt.info_of(progress, self._saga))
+
+    async def _commit(self) -> None:
+        progress = self._progress
+        assert progress is not None
+        records, self._batch = self._batch, []
+        infos, self._infos = self._infos, []
+        consumed, self._consumed = self._consumed, []
+        closed, self._closed = self._closed, None
+        append = Append(
+            saga_id=self.saga_id,
+            records=[(r.seq, encode_record(r)) for r in records],
+            row=index_row(progress, self._state),
+            consumed=consumed,
+            closed=closed,
+        )
+        await self._rt.store.append(append)
+        self._rt.transitions += len(records)
+        for record, info in zip(records, infos, strict=False):
+            await self._observers.on_transition(record, info)
+
+    # -- handlers -----------------------------------------------------------------------------
+
+    async def _invoke(self, p: Progress, inv: _Invocation) -> None:
+        saga = self._saga
+        assert saga is not None
+        step = inv.step
+        ctx: StepContext[Any] = StepContext(
+            saga_id=self.saga_id,
+            saga_name=saga.name,
+            state=self._rt.decode_state(saga, self._state),
+            step=step.name,
+            attempt=inv.attempt,
+            compensating=inv.compensating,
+            idempotency_key=idempotency_key(self.saga_id, step.name, inv.compensating),
+        )
+        await self._observers.before_step(ctx)
+        handler = getattr(step, inv.handler)
+        direction = {"compensating": inv.compensating}
+        try:
+            if inv.handler in (Handler.ON_EVENT, Handler.ON_COMPENSATION_EVENT):
+                result = await handler(ctx, inv.event)
+            else:
+                result = await handler(ctx)
+            if result is not None and not isinstance(result, Wait):
+                raise TypeError(
+                    f"{type(step).__name__}.{inv.handler} returned {result!r}; "
+                    "a handler returns None or saga.wait_for(...)"
+                )
+            state = encode_payload(ctx.state, "state", self._rt.max_payload_bytes)
+        except Exception as error:
+            await self._observers.after_step(ctx, StepOutcome(kind="failed", error=error))
+            policy = step.compensation_retry if inv.compensating else step.retry
+            retry = not isinstance(error, _NEVER_RETRIED) and policy.should_retry(
+                inv.attempt, error
+            )
+            retry_at = self._rt.clock.now() + policy.interval(inv.attempt) if retry else None
+            info = ErrorInfo.from_exception(error, step.name)
+            self._add(Kind.STEP_FAILED, step.name, {
+                **direction, "handler": inv.handler, "attempt": inv.attempt,
+                "error": {"type": info.type, "message": info.message},
+                "retry_at": retry_at, "final": not retry,
+            })  # fmt: skip
+            return
+        self._state = state
+        plain = decode_payload(state)
+        if result is None:
+            await self._observers.after_step(ctx, StepOutcome(kind="completed"))
+            self._add(Kind.STEP_COMPLETED, step.name, {**direction, "state": plain})
+        else:
+            await self._observers.after_step(ctx, StepOutcome(kind="waiting", wait=result))
+            deadline = None if result.timeout is None else self._rt.clock.now() + result.timeout
+            self._add(Kind.STEP_WAITING, step.name, {
+                **direction, "event": result.name, "key": result.key,
+                "timeout": result.timeout, "deadline": deadline, "state": plain,
+            })  # fmt: skip

@@ -1,0 +1,232 @@
+"""How users describe a saga: steps, waits, events, the handler context and the definition."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import msgspec
+
+from saga._errors import StepTimeout
+from saga._retry import RetryPolicy
+from saga._validate import check_name
+
+if TYPE_CHECKING:
+    from saga._observer import Observer
+
+__all__ = ["Event", "Saga", "Step", "StepContext", "Wait", "wait_for"]
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class Wait(msgspec.Struct, frozen=True):
+    """A step's request to continue later: on an event ``name`` (and ``key``) or a timeout.
+
+    Build it with `wait_for`. ``timeout`` is in seconds, ``None`` waits forever.
+    """
+
+    name: str
+    key: str | None = None
+    timeout: float | None = None
+
+    def matches(self, name: str, key: str | None) -> bool:
+        """Whether an event with this ``name`` and ``key`` satisfies the wait."""
+        return name == self.name and (self.key is None or key == self.key)
+
+
+def wait_for(
+    name: str, *, key: str | None = None, timeout: float | timedelta | None = None
+) -> Wait:
+    """Return this from a handler to wait, durably, for an event or a timeout.
+
+    Args:
+        name: the event name to wait for.
+        key: if given, only an event sent with this key matches.
+        timeout: seconds (or a ``timedelta``) until ``on_timeout`` runs instead; ``None``
+            waits forever. The deadline survives restarts.
+
+    Returns:
+        A `Wait`, to be returned by ``run``, ``on_event``, ``on_timeout``, ``compensate``
+        or ``on_compensation_event``.
+
+    Raises:
+        ValueError: empty name, or a timeout that is not a positive finite number.
+        TypeError: a name or key that is not a string.
+    """
+    check_name(name, "event name")
+    if key is not None and not isinstance(key, str):
+        raise TypeError(f"key must be a str or None, got {type(key).__name__}")
+    seconds: float | None
+    if timeout is None:
+        seconds = None
+    elif isinstance(timeout, timedelta):
+        seconds = timeout.total_seconds()
+    elif isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    else:
+        raise TypeError(f"timeout must be seconds or a timedelta, got {type(timeout).__name__}")
+    if seconds is not None and (not math.isfinite(seconds) or seconds <= 0):
+        raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout!r}")
+    return Wait(name=name, key=key, timeout=seconds)
+
+
+class Event(msgspec.Struct, frozen=True):
+    """An event delivered to a waiting step. ``payload`` is decoded to plain values."""
+
+    name: str
+    payload: Any
+    key: str | None
+    event_id: str
+
+
+class StepContext(Generic[S]):
+    """What a handler sees. Mutate ``state``; it is saved when the handler returns.
+
+    Attributes:
+        saga_id: the saga instance's id.
+        saga_name: its definition's name.
+        state: a private copy of the saga state; changes are discarded if the handler raises.
+        step: the step's name.
+        attempt: 1-based attempt number of this handler.
+        compensating: ``True`` in ``compensate`` and ``on_compensation_event``, and in
+            ``on_timeout`` after a compensation's wait.
+        idempotency_key: stable for this saga + step + direction, across attempts and crashes.
+    """
+
+    __slots__ = (
+        "attempt",
+        "compensating",
+        "idempotency_key",
+        "saga_id",
+        "saga_name",
+        "state",
+        "step",
+    )
+
+    def __init__(
+        self,
+        *,
+        saga_id: str,
+        saga_name: str,
+        state: S,
+        step: str,
+        attempt: int,
+        compensating: bool,
+        idempotency_key: str,
+    ) -> None:
+        self.saga_id = saga_id
+        self.saga_name = saga_name
+        self.state = state
+        self.step = step
+        self.attempt = attempt
+        self.compensating = compensating
+        self.idempotency_key = idempotency_key
+
+    def __repr__(self) -> str:
+        return (
+            f"StepContext(saga_id={self.saga_id!r}, step={self.step!r}, "
+            f"attempt={self.attempt}, compensating={self.compensating})"
+        )
+
+
+class Step:
+    """Base class of a saga step. Override ``run``; every other handler is optional.
+
+    Class attributes:
+        name: the step's name in the log (default: the class name).
+        retry: `RetryPolicy` for forward handlers (default: one attempt).
+        compensation_retry: `RetryPolicy` for compensation handlers (default: 5 attempts,
+            backoff from 1 s up to 30 s).
+        compensate_on_failure: whether ``compensate`` runs for this step when it is the step
+            that failed (it always runs once the step has completed).
+
+    Each handler returns ``None`` (done) or a `Wait` from `wait_for` (continue).
+    """
+
+    name: ClassVar[str] = "Step"
+    retry: ClassVar[RetryPolicy] = RetryPolicy()
+    compensation_retry: ClassVar[RetryPolicy] = RetryPolicy(
+        max_attempts=5, initial_interval=1.0, backoff=2.0, max_interval=30.0
+    )
+    compensate_on_failure: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
+
+    async def run(self, ctx: StepContext[Any]) -> Wait | None:
+        """The forward action."""
+        raise NotImplementedError(f"{type(self).__name__} must implement run()")
+
+    async def on_event(self, ctx: StepContext[Any], event: Event) -> Wait | None:
+        """Called when the event a forward wait asked for arrives."""
+        return None
+
+    async def on_timeout(self, ctx: StepContext[Any]) -> Wait | None:
+        """Called when a wait's timeout passes first. By default the step fails."""
+        raise StepTimeout(f"step {ctx.step!r} timed out waiting")
+
+    async def compensate(self, ctx: StepContext[Any]) -> Wait | None:
+        """Undo the step. Must tolerate partial effects of a failed ``run``."""
+        return None
+
+    async def on_compensation_event(self, ctx: StepContext[Any], event: Event) -> Wait | None:
+        """Called when the event a compensation's wait asked for arrives."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"<Step {self.name!r}>"
+
+
+class Saga(Generic[S]):
+    """A saga definition: a name, a version, a state type and ordered steps.
+
+    Args:
+        name: recorded in the log with ``version``; ``start`` by name picks the highest version.
+        state: the state type, a ``msgspec.Struct`` subclass.
+        steps: the steps, run in order; their names must be unique.
+        version: bump it when the steps change; sagas started on the old version keep it.
+        observers: `Observer` instances called for this definition's sagas only.
+
+    Raises:
+        ValueError: duplicate step names, no steps, or a bad name or version.
+        TypeError: a state that is not a ``msgspec.Struct`` type, or a step that is not a `Step`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        state: type[S],
+        steps: Sequence[Step],
+        version: int = 1,
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        check_name(name, "saga name")
+        if not (isinstance(state, type) and issubclass(state, msgspec.Struct)):
+            raise TypeError(f"state must be a msgspec.Struct subclass, got {state!r}")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"version must be an int >= 1, got {version!r}")
+        steps = tuple(steps)
+        if not steps:
+            raise ValueError(f"saga {name!r} needs at least one step")
+        seen: set[str] = set()
+        for step in steps:
+            if not isinstance(step, Step):
+                raise TypeError(f"steps must be Step instances, got {step!r}")
+            check_name(step.name, "step name")
+            if step.name in seen:
+                raise ValueError(f"saga {name!r} has two steps named {step.name!r}")
+            seen.add(step.name)
+        self.name = name
+        self.version = version
+        self.state = state
+        self.steps: tuple[Step, ...] = steps
+        self.step_names: tuple[str, ...] = tuple(s.name for s in steps)
+        self.observers: tuple[Observer, ...] = tuple(observers)
+
+    def __repr__(self) -> str:
+        return f"Saga({self.name!r}, version={self.version}, steps={list(self.step_names)!r})"

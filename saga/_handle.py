@@ -1,0 +1,52 @@
+"""`SagaHandle`: a reference to one saga, to await its end."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+
+from saga._info import SagaInfo
+
+if TYPE_CHECKING:
+    from saga._runtime import Runtime
+
+__all__ = ["SagaHandle"]
+
+_POLL_INTERVAL = 1.0  # also catches sagas finished by another process on the same store
+
+
+class SagaHandle:
+    """A saga of a `Runtime`. Cheap to create; holds nothing but the id."""
+
+    __slots__ = ("_runtime", "saga_id")
+
+    def __init__(self, runtime: Runtime, saga_id: str) -> None:
+        self._runtime = runtime
+        self.saga_id = saga_id
+
+    async def result(self, timeout: float | None = None) -> SagaInfo:
+        """Wait until the saga is terminal and return its `SagaInfo`.
+
+        Args:
+            timeout: seconds to wait at most (wall-clock), ``None`` for no limit.
+
+        Raises:
+            TimeoutError: the saga is not terminal after ``timeout`` seconds.
+            UnknownSaga: no saga has this id.
+            DefinitionMismatch: the saga's definition is not registered; it is parked.
+            CorruptLog: the saga's log cannot be read; it is parked.
+        """
+        runtime = self._runtime
+        with anyio.fail_after(timeout):
+            while True:
+                finished = runtime._finished_event(self.saga_id)
+                info = await runtime.get(self.saga_id)
+                runtime._raise_if_parked(self.saga_id)
+                if info.status.terminal:
+                    return info
+                with anyio.move_on_after(_POLL_INTERVAL):
+                    await finished.wait()
+
+    def __repr__(self) -> str:
+        return f"SagaHandle({self.saga_id!r})"

@@ -1,0 +1,104 @@
+"""The log's record: one frozen, tagged msgspec Struct, msgpack-encoded, with a format version.
+
+Schema evolution follows msgspec's rules: a new field gets a default, a field is never
+renamed or retyped. A new incompatible layout gets a new tag (``v=2``) and an upcaster in
+`decode_record`, so every log ever written stays readable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from saga._errors import CorruptLog, PayloadTooLarge
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Kind",
+    "Record",
+    "decode_payload",
+    "decode_record",
+    "encode_payload",
+    "encode_record",
+]
+
+FORMAT_VERSION: Final = 1
+
+
+class Kind:
+    """Record kinds. Each is a plain string in `Record.kind`."""
+
+    SAGA_STARTED: Final = "saga_started"
+    STEP_STARTED: Final = "step_started"
+    STEP_WAITING: Final = "step_waiting"
+    EVENT_DELIVERED: Final = "event_delivered"
+    WAIT_TIMED_OUT: Final = "wait_timed_out"
+    STEP_COMPLETED: Final = "step_completed"
+    STEP_FAILED: Final = "step_failed"
+    ABORT_REQUESTED: Final = "abort_requested"
+    COMPENSATION_STARTED: Final = "compensation_started"
+    SAGA_COMPLETED: Final = "saga_completed"
+    SAGA_COMPENSATED: Final = "saga_compensated"
+    SAGA_FAILED: Final = "saga_failed"
+    SAGA_RESUMED: Final = "saga_resumed"
+
+    TERMINAL: Final = frozenset({SAGA_COMPLETED, SAGA_COMPENSATED, SAGA_FAILED})
+
+
+class Record(msgspec.Struct, frozen=True, tag_field="v", tag=FORMAT_VERSION):
+    """One entry of a saga's log.
+
+    Attributes:
+        seq: position in the saga's log, gapless from 1.
+        kind: what happened (``saga_started``, ``step_started``, ...).
+        at: epoch seconds, from the runtime's clock.
+        step: the step's name, or ``None`` for saga-level records.
+        data: the record's details, as plain values. Step records carry ``compensating``;
+            records that end a handler carry the saved ``state``.
+    """
+
+    seq: int
+    kind: str
+    at: float
+    step: str | None = None
+    data: dict[str, Any] = {}
+
+
+_encoder = msgspec.msgpack.Encoder()
+_record_decoder = msgspec.msgpack.Decoder(Record)
+_plain_decoder = msgspec.msgpack.Decoder()
+
+
+def encode_record(record: Record) -> bytes:
+    """Encode ``record`` for the store."""
+    return _encoder.encode(record)
+
+
+def decode_record(body: bytes) -> Record:
+    """Decode a stored record. Raises `CorruptLog` if it is not a readable record."""
+    try:
+        return _record_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise CorruptLog(f"unreadable record: {error}") from error
+
+
+def encode_payload(value: Any, what: str, limit: int) -> bytes:
+    """Encode a payload or a state to msgpack, enforcing the size ``limit``.
+
+    Raises:
+        TypeError: msgspec cannot encode ``value``.
+        PayloadTooLarge: the encoding is longer than ``limit`` bytes.
+    """
+    try:
+        body = _encoder.encode(value)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise TypeError(f"{what} is not msgspec-encodable: {error}") from None
+    if len(body) > limit:
+        raise PayloadTooLarge(f"{what} is {len(body)} bytes encoded; the limit is {limit}")
+    return body
+
+
+def decode_payload(body: bytes) -> Any:
+    """Decode a stored payload or state to plain values."""
+    return _plain_decoder.decode(body)

@@ -1,0 +1,154 @@
+"""The store interface every backend implements, and the rows it trades in.
+
+The store knows nothing of steps or folds: it keeps encoded records, a derived saga index
+updated in the same transaction, a durable inbox per saga and the dead letters. Writes are
+batched by the backend (group commit); each method returns only after its commit.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import AsyncIterator
+
+import msgspec
+
+__all__ = ["Append", "DeadLetterRow", "InboxItem", "SagaRow", "SendResult", "Store"]
+
+
+class SagaRow(msgspec.Struct):
+    """One row of the saga index: a cache of the fold, rebuildable from the log."""
+
+    saga_id: str
+    name: str
+    version: int
+    status: str
+    step: str | None
+    created_at: float
+    updated_at: float
+    seq: int
+    wake_at: float | None
+    state: bytes
+    error: bytes | None = None
+
+
+class InboxItem(msgspec.Struct, frozen=True):
+    """A pending entry of a saga's inbox: an event (``kind="event"``) or an abort request."""
+
+    id: int
+    saga_id: str
+    event_id: str
+    kind: str
+    name: str
+    key: str | None
+    payload: bytes
+    sent_at: float
+
+
+class DeadLetterRow(msgspec.Struct, frozen=True):
+    """An event no step consumed before its saga ended."""
+
+    saga_id: str
+    event_id: str
+    name: str
+    key: str | None
+    payload: bytes
+    sent_at: float
+    reason: str
+
+
+class SendResult(enum.Enum):
+    """What `Store.send` did."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    UNKNOWN = "unknown"
+    CLOSED = "closed"
+
+
+class Append(msgspec.Struct):
+    """Records an actor appends to its own saga's log, with everything that goes with them.
+
+    Attributes:
+        saga_id: the saga.
+        records: ``(seq, encoded record)`` pairs, consecutive after the saga's last seq.
+        row: the saga index row after the last record.
+        consumed: inbox ``event_id``s taken by these records (delivered events, aborts).
+        closed: if set, the saga ended: pending events become dead letters with this reason.
+    """
+
+    saga_id: str
+    records: list[tuple[int, bytes]]
+    row: SagaRow
+    consumed: list[str] = []
+    closed: str | None = None
+
+
+class Store(abc.ABC):
+    """A saga store. Writes commit before they return; reads see committed data only."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, create or check the schema. Raises `StoreError` / `NotASagaStore`."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush pending writes and disconnect."""
+
+    # -- writes -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def start(self, row: SagaRow, first: bytes) -> SagaRow | None:
+        """Create a saga with its first record. Returns ``None``, or the existing row."""
+
+    @abc.abstractmethod
+    async def send(
+        self,
+        saga_id: str,
+        event_id: str,
+        *,
+        kind: str,
+        name: str,
+        key: str | None,
+        payload: bytes,
+        sent_at: float,
+    ) -> SendResult:
+        """Add to an open saga's inbox, unless this ``event_id`` is already there."""
+
+    @abc.abstractmethod
+    async def append(self, append: Append) -> None:
+        """Append an actor's records atomically with their index row and inbox changes."""
+
+    @abc.abstractmethod
+    async def append_if(self, append: Append, *, status: str) -> bool:
+        """`append`, only if the saga's status is ``status`` and its seq precedes the records."""
+
+    # -- reads --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def saga(self, saga_id: str) -> SagaRow | None:
+        """The saga's index row."""
+
+    @abc.abstractmethod
+    async def sagas(self, *, status: str | None, name: str | None, limit: int) -> list[SagaRow]:
+        """Index rows, newest first."""
+
+    @abc.abstractmethod
+    async def log(self, saga_id: str) -> list[bytes]:
+        """The saga's encoded records, in seq order."""
+
+    @abc.abstractmethod
+    def active_logs(self) -> AsyncIterator[tuple[str, list[bytes]]]:
+        """Each non-terminal saga's id and log (recovery never reads finished sagas)."""
+
+    @abc.abstractmethod
+    async def inbox(self, saga_id: str) -> list[InboxItem]:
+        """The saga's pending inbox, oldest first."""
+
+    @abc.abstractmethod
+    async def due(self, until: float) -> list[tuple[str, float]]:
+        """``(saga_id, wake_at)`` of non-terminal sagas with a deadline at or before ``until``."""
+
+    @abc.abstractmethod
+    async def dead_letters(self, saga_id: str | None, limit: int) -> list[DeadLetterRow]:
+        """Dead letters, newest first, of one saga or all."""
