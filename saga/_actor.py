@@ -71,7 +71,7 @@ def index_row(progress: Progress, state: bytes) -> SagaRow:
         name=progress.name,
         version=progress.version,
         status=progress.status.value,
-        step=progress.info().step,
+        step=progress.shown_step,
         created_at=progress.created_at,
         updated_at=progress.updated_at,
         seq=progress.seq,
@@ -136,15 +136,17 @@ class Actor:
         progress = self._progress
         assert progress is not None
         while True:
-            while True:  # take every message already there
+            closing = self._rt.closing
+            while not closing:  # take every message already there
                 try:
                     message = self._inbound.receive_nowait()
                 except anyio.WouldBlock:
                     break
-                if isinstance(message, Close):
-                    return
+                closing = isinstance(message, Close)
                 self._accept(message)
-            if self._rt.closing:
+            if closing:  # keep what the last handler did, start nothing new
+                if self._batch:
+                    await self._commit()
                 return
             invocation = self._advance(progress)
             if self._batch:
@@ -162,10 +164,7 @@ class Actor:
                 self._rt.timers.arm(self.saga_id, deadline)
             if self._rt.try_passivate(self):
                 return
-            message = await self._inbound.receive()
-            if isinstance(message, Close):
-                return
-            self._accept(message)
+            self._accept(await self._inbound.receive())
 
     def _advance(self, p: Progress) -> _Invocation | None:
         """Append every record the log owes now; return the handler to invoke, if any."""

@@ -115,6 +115,13 @@ class Progress:
             return deadline
         return None
 
+    @property
+    def shown_step(self) -> str | None:
+        """The step `SagaInfo.step` shows: none once completed or compensated."""
+        if self.status in (Status.COMPLETED, Status.COMPENSATED):
+            return None
+        return self.step
+
     def info(self, state: Any = None) -> SagaInfo:
         """The `SagaInfo` now; ``state`` overrides the plain state (e.g. a typed copy)."""
         return SagaInfo(
@@ -122,7 +129,7 @@ class Progress:
             name=self.name,
             version=self.version,
             status=self.status,
-            step=None if self.status in (Status.COMPLETED, Status.COMPENSATED) else self.step,
+            step=self.shown_step,
             state=self.state if state is None else state,
             error=self.error,
             created_at=self.created_at,

@@ -173,6 +173,7 @@ class Runtime:
     async def _recover(self) -> None:
         """Resume every non-terminal saga from its log; park the ones that cannot be."""
         recovered = parked = 0
+        with_mail = await self.store.with_pending_inbox()
         async for saga_id, bodies in self.store.active_logs():
             try:
                 progress = Progress.from_records([decode_record(b) for b in bodies])
@@ -182,8 +183,9 @@ class Runtime:
                 parked += 1
                 continue
             recovered += 1
-            if progress.wait is not None and progress.handler is None and progress.todo is None:
-                continue  # passivated: an event, the timer service or an abort wakes it
+            idle = progress.wait is not None and progress.handler is None and not progress.todo
+            if idle and saga_id not in with_mail:
+                continue  # stays passivated: an event, its deadline or an abort wakes it
             self._activate(saga_id, progress)
         if recovered or parked:
             logger.info("recovered %d open sagas, parked %d", recovered, parked)
@@ -358,10 +360,10 @@ class Runtime:
                 )
             return SagaHandle(self, saga_id)
         self.transitions += 1
-        self._activate(saga_id, progress)
         calls = self.observers_for(definition)
         if calls:
             await calls.on_transition(first, self.info_of(progress, definition))
+        self._activate(saga_id, progress)
         return SagaHandle(self, saga_id)
 
     async def send(
@@ -467,10 +469,10 @@ class Runtime:
             return False
         self.transitions += 1
         self._parked.pop(saga_id, None)
-        self._activate(saga_id, progress)
         calls = self.observers_for(definition)
         if calls:
             await calls.on_transition(record, self.info_of(progress, definition))
+        self._activate(saga_id, progress)
         return True
 
     async def get(self, saga_id: str) -> SagaInfo:

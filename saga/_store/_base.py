@@ -146,6 +146,10 @@ class Store(abc.ABC):
         """The saga's pending inbox, oldest first."""
 
     @abc.abstractmethod
+    async def with_pending_inbox(self) -> set[str]:
+        """Ids of the sagas that have anything pending in their inbox."""
+
+    @abc.abstractmethod
     async def due(self, until: float) -> list[tuple[str, float]]:
         """``(saga_id, wake_at)`` of non-terminal sagas with a deadline at or before ``until``."""
 

@@ -415,9 +415,11 @@ class SQLiteStore(Store):
     # -- reads --------------------------------------------------------------------------------
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        # One call, so the statement is stepped to its end and reset in one go: a cursor
+        # left open across awaits would pin the connection's read snapshot while other
+        # reads interleave, and later reads would miss newer commits.
         try:
-            async with self._r.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            return list(await self._r.execute_fetchall(sql, params))
         except sqlite3.Error as error:
             raise StoreError(f"read failed: {error}") from error
 
@@ -474,6 +476,10 @@ class SQLiteStore(Store):
             (saga_id,),
         )
         return [InboxItem(*r) for r in rows]
+
+    async def with_pending_inbox(self) -> set[str]:
+        rows = await self._fetchall("SELECT DISTINCT saga_id FROM saga_inbox WHERE status = 0")
+        return {r[0] for r in rows}
 
     async def due(self, until: float) -> list[tuple[str, float]]:
         rows = await self._fetchall(
