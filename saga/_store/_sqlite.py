@@ -148,13 +148,17 @@ class SQLiteStore(Store):
             raise StoreError(
                 f"cannot open store {self.path!r}: directory {directory!r} does not exist"
             )
+        lock_existed = os.path.exists(self.path + ".lock")
         self._lock()
         try:
             self._wconn = await self._connect()
             await self._check_or_create_schema(self._wconn)
             self._rconn = await self._connect()
-            await self._rconn.execute("PRAGMA query_only = ON")
+            await self._rconn.execute_fetchall("PRAGMA query_only = ON")
         except BaseException:
+            if not lock_existed:  # leave no trace beside a file that is not ours
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path + ".lock")
             await self._disconnect()
             raise
         self._writer = GroupCommitWriter(self._commit, self._rollback, max_batch=self._max_batch)
@@ -194,22 +198,24 @@ class SQLiteStore(Store):
         except sqlite3.Error as error:
             raise StoreError(f"cannot open store {self.path!r}: {error}") from error
         try:
-            await conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            await conn.execute_fetchall(f"PRAGMA busy_timeout = {self._busy_ms}")
+            await conn.execute_fetchall(f"PRAGMA synchronous = {self._synchronous}")
         except sqlite3.DatabaseError as error:
             await conn.close()
             raise NotASagaStore(f"{self.path!r} is not a saga store: {error}") from error
         return conn
 
     async def _check_or_create_schema(self, conn: aiosqlite.Connection) -> None:
+        """Create the schema in an empty file, check it in a saga store, touch nothing else."""
+        list_tables = "SELECT name FROM sqlite_master WHERE type = 'table'"
         try:
+            tables = {row[0] for row in await conn.execute_fetchall(list_tables)}
+            if tables and "saga_meta" not in tables:
+                raise NotASagaStore(f"{self.path!r} is a SQLite database but not a saga store")
+            await conn.execute_fetchall("PRAGMA journal_mode = WAL")
             await conn.execute("BEGIN IMMEDIATE")
             try:
-                async with conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'"
-                ) as cur:
-                    tables = {row[0] for row in await cur.fetchall()}
+                tables = {row[0] for row in await conn.execute_fetchall(list_tables)}
                 if not tables:
                     for statement in SCHEMA.split(";"):
                         if statement.strip():
@@ -218,11 +224,9 @@ class SQLiteStore(Store):
                         "INSERT INTO saga_meta (key, value) VALUES (?, ?)",
                         [("format", MARKER), ("schema_version", str(SCHEMA_VERSION))],
                     )
-                elif "saga_meta" not in tables:
-                    raise NotASagaStore(f"{self.path!r} is a SQLite database but not a saga store")
                 else:
-                    async with conn.execute("SELECT key, value FROM saga_meta") as cur:
-                        meta: dict[str, str] = {k: v for k, v in await cur.fetchall()}
+                    rows = await conn.execute_fetchall("SELECT key, value FROM saga_meta")
+                    meta: dict[str, str] = {k: v for k, v in rows}
                     if meta.get("format") != MARKER:
                         raise NotASagaStore(f"{self.path!r} is not a saga store")
                     version = int(meta.get("schema_version", "0"))
