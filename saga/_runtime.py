@@ -177,7 +177,8 @@ class Runtime:
         async for saga_id, bodies in self.store.active_logs():
             try:
                 progress = Progress.from_records([decode_record(b) for b in bodies])
-                self.definition_for(progress)
+                # A saved state that does not fit the state type is as unusable as a bad record.
+                typed_state(progress.state, self.definition_for(progress).state)
             except (CorruptLog, DefinitionMismatch) as error:
                 self._park(saga_id, error)
                 parked += 1
@@ -300,8 +301,10 @@ class Runtime:
     def _raise_if_parked(self, saga_id: str) -> None:
         error = self._parked.get(saga_id)
         if error is not None:
-            cls = DefinitionMismatch if error.type == DefinitionMismatch.__name__ else CorruptLog
-            raise cls(f"saga {saga_id!r} is parked: {error.message}")
+            cls = {"DefinitionMismatch": DefinitionMismatch, "CorruptLog": CorruptLog}.get(
+                error.type, SagaError
+            )
+            raise cls(f"saga {saga_id!r} is parked: {error}")
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -522,11 +525,16 @@ class Runtime:
 
     def _info(self, row: SagaRow) -> SagaInfo:
         definition = self._definitions.get((row.name, row.version))
-        state = (
-            decode_payload(row.state)
-            if definition is None
-            else self.decode_state(definition, row.state)
-        )
+        try:
+            state = (
+                decode_payload(row.state)
+                if definition is None
+                else self.decode_state(definition, row.state)
+            )
+        except msgspec.ValidationError:
+            # Saved by an incompatible state type (that saga is parked): show it as plain
+            # values rather than fail every get and list that includes it.
+            state = decode_payload(row.state)
         error = None if row.error is None else _error_decoder.decode(row.error)
         error = self._parked.get(row.saga_id, error)
         return SagaInfo(

@@ -4,6 +4,9 @@ import pytest
 
 from saga.testing import FakeClock
 
+# Shared suites live outside test_*.py files; give their asserts pytest's detailed messages.
+pytest.register_assert_rewrite("store_contract")
+
 
 @pytest.fixture
 def anyio_backend() -> str:

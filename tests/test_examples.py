@@ -1,0 +1,62 @@
+"""The README's example runs as documented: ``python examples/trip_booking.py``."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "trip_booking.py"
+
+
+def _run(cwd: Path) -> dict[str, str]:
+    """Run the example in ``cwd``; return each saga's printed section by saga id."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE)], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    sections = {}
+    for block in done.stdout.split("\n\n"):
+        found = re.match(r"(trip-[\w-]+): ", block.strip())
+        if found:
+            sections[found.group(1)] = block.strip()
+    assert sorted(sections) == ["trip-declined", "trip-ok", "trip-silent"], done.stdout
+    return sections
+
+
+def _status(section: str) -> str:
+    return section.split("\n", 1)[0].split()[1]
+
+
+def _kinds(section: str) -> list[str]:
+    return re.findall(r"^\s+\d+\s+[\d.]+s\s+(\w+)", section, flags=re.MULTILINE)
+
+
+def test_trip_booking_completes_one_trip_and_compensates_two(tmp_path: Path) -> None:
+    sections = _run(tmp_path)
+    ok, declined, silent = sections["trip-ok"], sections["trip-declined"], sections["trip-silent"]
+
+    assert _status(ok) == "COMPLETED"
+    assert "event_delivered" in _kinds(ok)
+    assert _kinds(ok)[-1] == "saga_completed"
+
+    assert _status(declined) == "COMPENSATED"
+    assert "PaymentDeclined" in declined
+    assert _kinds(declined)[-1] == "saga_compensated"
+    assert "compensation_started" in _kinds(declined)
+
+    assert _status(silent) == "COMPENSATED"
+    assert "wait_timed_out" in _kinds(silent)
+    assert "StepTimeout" in silent
+    assert _kinds(silent)[-1] == "saga_compensated"
+
+    assert (tmp_path / "trips.db").is_file()  # in the working directory, as documented
+
+
+def test_trip_booking_runs_again_from_scratch(tmp_path: Path) -> None:
+    first = _run(tmp_path)
+    again = _run(tmp_path)  # the old trips.db is replaced, not resumed
+    assert {k: _status(v) for k, v in again.items()} == {k: _status(v) for k, v in first.items()}
+    assert [len(_kinds(v)) for v in again.values()] == [len(_kinds(v)) for v in first.values()]
