@@ -22,6 +22,7 @@ from saga._errors import (
     CorruptLog,
     DefinitionMismatch,
     SagaClosed,
+    SagaError,
     SagaExists,
     StoreError,
     UnknownDefinition,
