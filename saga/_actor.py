@@ -175,10 +175,11 @@ class Actor:
             step = p.step
             if self._abort is not None:
                 abort, self._abort = self._abort, None
-                effective = not p.compensating and p.todo is None
+                effective = p.can_abort
                 reason = decode_payload(abort.payload)
                 self._consumed.append(abort.event_id)
-                self._add(Kind.ABORT_REQUESTED, step, {"reason": reason, "effective": effective})
+                data = {"reason": reason, "effective": effective}
+                self._add(Kind.ABORT_REQUESTED, p.abort_step if effective else step, data)
             elif p.todo == Todo.COMPLETE:
                 self._closed = "saga completed"
                 self._add(Kind.SAGA_COMPLETED, None, {})

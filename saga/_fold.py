@@ -104,6 +104,19 @@ class Progress:
         return self.steps[self.index]
 
     @property
+    def abort_step(self) -> str | None:
+        """The step an abort now fails: the current one once started, else the last done."""
+        step = self.step
+        if step is not None and step in self.started:
+            return step
+        return self.completed[-1] if self.completed else None
+
+    @property
+    def can_abort(self) -> bool:
+        """Whether an abort now would compensate (forward phase, even if all steps are done)."""
+        return not self.compensating and self.todo in (None, Todo.COMPLETE) and not self.terminal
+
+    @property
     def wake_at(self) -> float | None:
         """The durable deadline the saga sleeps until: a retry backoff or a wait's timeout."""
         if self.terminal:
@@ -259,10 +272,11 @@ class Progress:
     def _abort_requested(self, record: Record, data: dict[str, Any]) -> None:
         if not data.get("effective"):
             return
-        if self.compensating or self.todo is not None:
+        if not self.can_abort:
             raise ValueError("an effective abort outside the forward phase")
-        self.error = ErrorInfo(type="Aborted", message=str(data["reason"]), step=self.step)
-        self.failed_step = self.step
+        step = self.abort_step
+        self.error = ErrorInfo(type="Aborted", message=str(data["reason"]), step=step)
+        self.failed_step = step
         self.handler = None
         self.in_flight = False
         self.retry_at = None
