@@ -26,7 +26,7 @@ from saga._records import Kind, Record, decode_payload, encode_payload, encode_r
 from saga._store import Append, InboxItem, SagaRow
 
 if TYPE_CHECKING:
-    from saga._runtime import Runtime
+    from saga._core import Core
 
 __all__ = ["Actor", "Wake", "idempotency_key", "index_row"]
 
@@ -84,9 +84,9 @@ def index_row(progress: Progress, state: bytes) -> SagaRow:
 class Actor:
     """Drives one saga from its log. Created and registered by the runtime."""
 
-    def __init__(self, runtime: Runtime, saga_id: str, progress: Progress | None = None) -> None:
+    def __init__(self, core: Core, saga_id: str, progress: Progress | None = None) -> None:
         self.saga_id = saga_id
-        self._rt = runtime
+        self._core = core
         self._progress = progress
         self.mailbox, self._inbound = anyio.create_memory_object_stream[Message](math.inf)
         self._events: dict[str, InboxItem] = {}  # pending events by event_id, oldest first
@@ -107,20 +107,20 @@ class Actor:
             await self._load()
             await self._drive()
         except Exception as error:
-            self._rt.actor_failed(self, error)
+            self._core.actor_failed(self, error)
         finally:
-            self._rt.actor_stopped(self)
+            self._core.actor_stopped(self)
             self.mailbox.close()
             self._inbound.close()
 
     async def _load(self) -> None:
         progress = self._progress
         if progress is None:
-            progress = self._progress = await self._rt.fold(self.saga_id)
-        self._saga = self._rt.definition_for(progress)
-        self._observers = self._rt.observers_for(self._saga)
+            progress = self._progress = await self._core.fold(self.saga_id)
+        self._saga = self._core.definition_for(progress)
+        self._observers = self._core.observers_for(self._saga)
         self._state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
-        for item in await self._rt.store.inbox(self.saga_id):
+        for item in await self._core.store.inbox(self.saga_id):
             self._accept(item)
 
     def _accept(self, message: Message) -> None:
@@ -136,7 +136,7 @@ class Actor:
         progress = self._progress
         assert progress is not None
         while True:
-            closing = self._rt.closing
+            closing = self._core.closing
             while not closing:  # take every message already there
                 try:
                     message = self._inbound.receive_nowait()
@@ -152,17 +152,17 @@ class Actor:
             if self._batch:
                 await self._commit()
             if progress.terminal:
-                self._rt.saga_finished(self.saga_id)
+                self._core.saga_finished(self.saga_id)
                 return
             if invocation is not None:
                 await self._invoke(progress, invocation)
                 continue
             deadline = progress.wake_at
             if deadline is not None:
-                if deadline <= self._rt.clock.now():
+                if deadline <= self._core.clock.now():
                     continue
-                self._rt.timers.arm(self.saga_id, deadline)
-            if self._rt.try_passivate(self):
+                self._core.timers.arm(self.saga_id, deadline)
+            if self._core.try_passivate(self):
                 return
             self._accept(await self._inbound.receive())
 
@@ -170,7 +170,7 @@ class Actor:
         """Append every record the log owes now; return the handler to invoke, if any."""
         saga = self._saga
         assert saga is not None
-        now = self._rt.clock.now()
+        now = self._core.clock.now()
         while not p.terminal:
             step = p.step
             if self._abort is not None:
@@ -198,7 +198,7 @@ class Actor:
             elif p.handler is not None:
                 assert step is not None
                 direction = {"compensating": p.compensating}
-                if p.in_flight and p.recoveries + 1 >= self._rt.max_recoveries:
+                if p.in_flight and p.recoveries + 1 >= self._core.max_recoveries:
                     message = (
                         f"handler {p.handler} of step {step!r} was interrupted "
                         f"{p.recoveries + 1} times by crashes"
@@ -229,7 +229,7 @@ class Actor:
                 if item is not None:
                     del self._events[item.event_id]
                     self._consumed.append(item.event_id)
-                    self._rt.timers.disarm(self.saga_id)
+                    self._core.timers.disarm(self.saga_id)
                     delivered = {"event_id": item.event_id, "name": item.name, "key": item.key,
                                  "payload": decode_payload(item.payload)}  # fmt: skip
                     self._add(Kind.EVENT_DELIVERED, step,
@@ -266,12 +266,12 @@ class Actor:
         progress = self._progress
         assert progress is not None
         record = Record(
-            seq=progress.seq + 1, kind=kind, at=self._rt.clock.now(), step=step, data=data
+            seq=progress.seq + 1, kind=kind, at=self._core.clock.now(), step=step, data=data
         )
         progress.apply(record)
         self._batch.append(record)
         if self._observers:
-            self._infos.append(self._rt.info_of(progress, self._saga))
+            self._infos.append(self._core.info_of(progress, self._saga))
 
     async def _commit(self) -> None:
         progress = self._progress
@@ -287,8 +287,8 @@ class Actor:
             consumed=consumed,
             closed=closed,
         )
-        await self._rt.store.append(append)
-        self._rt.transitions += len(records)
+        await self._core.store.append(append)
+        self._core.transitions += len(records)
         for record, info in zip(records, infos, strict=False):
             await self._observers.on_transition(record, info)
 
@@ -301,7 +301,7 @@ class Actor:
         ctx: StepContext[Any] = StepContext(
             saga_id=self.saga_id,
             saga_name=saga.name,
-            state=self._rt.decode_state(saga, self._state),
+            state=self._core.decode_state(saga, self._state),
             step=step.name,
             attempt=inv.attempt,
             compensating=inv.compensating,
@@ -320,14 +320,14 @@ class Actor:
                     f"{type(step).__name__}.{inv.handler} returned {result!r}; "
                     "a handler returns None or saga.wait_for(...)"
                 )
-            state = encode_payload(ctx.state, "state", self._rt.max_payload_bytes)
+            state = encode_payload(ctx.state, "state", self._core.max_payload_bytes)
         except Exception as error:
             await self._observers.after_step(ctx, StepOutcome(kind="failed", error=error))
             policy = step.compensation_retry if inv.compensating else step.retry
             retry = not isinstance(error, _NEVER_RETRIED) and policy.should_retry(
                 inv.attempt, error
             )
-            retry_at = self._rt.clock.now() + policy.interval(inv.attempt) if retry else None
+            retry_at = self._core.clock.now() + policy.interval(inv.attempt) if retry else None
             info = ErrorInfo.from_exception(error, step.name)
             self._add(Kind.STEP_FAILED, step.name, {
                 **direction, "handler": inv.handler, "attempt": inv.attempt,
@@ -342,7 +342,7 @@ class Actor:
             self._add(Kind.STEP_COMPLETED, step.name, {**direction, "state": plain})
         else:
             await self._observers.after_step(ctx, StepOutcome(kind="waiting", wait=result))
-            deadline = None if result.timeout is None else self._rt.clock.now() + result.timeout
+            deadline = None if result.timeout is None else self._core.clock.now() + result.timeout
             self._add(Kind.STEP_WAITING, step.name, {
                 **direction, "event": result.name, "key": result.key,
                 "timeout": result.timeout, "deadline": deadline, "state": plain,

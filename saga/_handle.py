@@ -40,9 +40,9 @@ class SagaHandle:
         runtime = self._runtime
         with anyio.fail_after(timeout):
             while True:
-                finished = runtime._finished_event(self.saga_id)
+                finished = runtime._core.finished_event(self.saga_id)
                 info = await runtime.get(self.saga_id)
-                runtime._raise_if_parked(self.saga_id)
+                runtime._core.raise_if_parked(self.saga_id)
                 if info.status.terminal:
                     return info
                 with anyio.move_on_after(_POLL_INTERVAL):

@@ -13,7 +13,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiosqlite
@@ -29,74 +29,11 @@ from saga._store._base import (
     SendResult,
     Store,
 )
+from saga._store._sqlite_batch import ROW_COLUMNS, AppendOp, SendOp, StartOp, commit_batch, saga_row
 from saga._store._sqlite_schema import MARKER, SCHEMA, SCHEMA_VERSION
 from saga._store._writer import GroupCommitWriter, Op
 
 __all__ = ["SQLiteStore"]
-
-_TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
-_ROW_COLUMNS = (
-    "saga_id, name, version, status, step, created_at, updated_at, seq, wake_at, state, error"
-)
-_CHUNK = 500  # host parameters per IN (...) list, well under SQLite's limit
-
-
-def _row(values: Sequence[Any]) -> SagaRow:
-    return SagaRow(*values)
-
-
-def _row_params(row: SagaRow) -> tuple[Any, ...]:
-    return (
-        row.saga_id,
-        row.name,
-        row.version,
-        row.status,
-        row.step,
-        row.created_at,
-        row.updated_at,
-        row.seq,
-        row.wake_at,
-        row.state,
-        row.error,
-    )
-
-
-def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i : i + _CHUNK]
-
-
-class _StartOp(Op[SagaRow | None]):
-    __slots__ = ("first", "row")
-
-    def __init__(self, row: SagaRow, first: bytes) -> None:
-        super().__init__()
-        self.row = row
-        self.first = first
-
-
-class _SendOp(Op[SendResult]):
-    __slots__ = ("event_id", "key", "kind", "name", "payload", "saga_id", "sent_at")
-
-    def __init__(self, saga_id: str, event_id: str, kind: str, name: str, key: str | None,
-                 payload: bytes, sent_at: float) -> None:  # fmt: skip
-        super().__init__()
-        self.saga_id = saga_id
-        self.event_id = event_id
-        self.kind = kind
-        self.name = name
-        self.key = key
-        self.payload = payload
-        self.sent_at = sent_at
-
-
-class _AppendOp(Op[bool]):
-    __slots__ = ("append", "status")
-
-    def __init__(self, append: Append, status: str | None) -> None:
-        super().__init__()
-        self.append = append
-        self.status = status
 
 
 class SQLiteStore(Store):
@@ -276,7 +213,7 @@ class SQLiteStore(Store):
     # -- writes -------------------------------------------------------------------------------
 
     async def start(self, row: SagaRow, first: bytes) -> SagaRow | None:
-        return await self._submit_target().submit(_StartOp(row, first))
+        return await self._submit_target().submit(StartOp(row, first))
 
     async def send(
         self,
@@ -289,132 +226,21 @@ class SQLiteStore(Store):
         payload: bytes,
         sent_at: float,
     ) -> SendResult:
-        op = _SendOp(saga_id, event_id, kind, name, key, payload, sent_at)
+        op = SendOp(saga_id, event_id, kind, name, key, payload, sent_at)
         return await self._submit_target().submit(op)
 
     async def append(self, append: Append) -> None:
-        await self._submit_target().submit(_AppendOp(append, None))
+        await self._submit_target().submit(AppendOp(append, None))
 
     async def append_if(self, append: Append, *, status: str) -> bool:
-        return await self._submit_target().submit(_AppendOp(append, status))
+        return await self._submit_target().submit(AppendOp(append, status))
 
     async def _rollback(self) -> None:
         if self._w.in_transaction:
             await self._w.execute("ROLLBACK")
 
     async def _commit(self, batch: Sequence[Op[Any]]) -> None:
-        """One transaction for the whole batch: a few statements, whatever its size."""
-        conn = self._w
-        await conn.execute("BEGIN IMMEDIATE")
-        # What the checks need, read once for the batch.
-        checked = sorted(
-            {op.row.saga_id for op in batch if isinstance(op, _StartOp)}
-            | {op.saga_id for op in batch if isinstance(op, _SendOp)}
-            | {op.append.saga_id for op in batch if isinstance(op, _AppendOp) and op.status}
-        )
-        known: dict[str, SagaRow] = {}
-        for chunk in _chunks(checked):
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT {_ROW_COLUMNS} FROM sagas WHERE saga_id IN ({marks})"
-            async with conn.execute(sql, chunk) as cur:
-                for values in await cur.fetchall():
-                    known[values[0]] = _row(values)
-        sends = [op for op in batch if isinstance(op, _SendOp)]
-        seen_events: set[tuple[str, str]] = set()
-        for chunk in _chunks(sorted({op.event_id for op in sends})):
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT saga_id, event_id FROM saga_inbox WHERE event_id IN ({marks})"
-            async with conn.execute(sql, chunk) as cur:
-                seen_events.update((s, e) for s, e in await cur.fetchall())
-
-        # Decide every operation in submission order; results are published after COMMIT.
-        new_sagas: list[tuple[Any, ...]] = []
-        log_rows: list[tuple[str, int, bytes]] = []
-        inbox_rows: list[tuple[Any, ...]] = []
-        index_rows: list[tuple[Any, ...]] = []
-        consumed: list[tuple[str, str]] = []
-        closed: list[tuple[str, str]] = []
-        results: list[tuple[Op[Any], Any]] = []
-        for op in batch:
-            if isinstance(op, _StartOp):
-                existing = known.get(op.row.saga_id)
-                if existing is not None:
-                    results.append((op, existing))
-                    continue
-                known[op.row.saga_id] = op.row
-                new_sagas.append(_row_params(op.row))
-                log_rows.append((op.row.saga_id, 1, op.first))
-                results.append((op, None))
-            elif isinstance(op, _SendOp):
-                target = known.get(op.saga_id)
-                if (op.saga_id, op.event_id) in seen_events:
-                    result = SendResult.DUPLICATE
-                elif target is None:
-                    result = SendResult.UNKNOWN
-                elif target.status in _TERMINAL:
-                    result = SendResult.CLOSED
-                else:
-                    result = SendResult.STORED
-                    seen_events.add((op.saga_id, op.event_id))
-                    inbox_rows.append((op.saga_id, op.event_id, op.kind, op.name, op.key,
-                                       op.payload, op.sent_at))  # fmt: skip
-                results.append((op, result))
-            else:
-                assert isinstance(op, _AppendOp)
-                append = op.append
-                if op.status is not None:
-                    target = known.get(append.saga_id)
-                    if (
-                        target is None
-                        or target.status != op.status
-                        or target.seq + 1 != append.records[0][0]
-                    ):
-                        results.append((op, False))
-                        continue
-                if append.saga_id in known:
-                    known[append.saga_id] = append.row
-                log_rows.extend((append.saga_id, seq, body) for seq, body in append.records)
-                index_rows.append((*_row_params(append.row)[1:], append.saga_id))
-                consumed.extend((append.saga_id, event_id) for event_id in append.consumed)
-                if append.closed is not None:
-                    closed.append((append.closed, append.saga_id))
-                results.append((op, True))
-
-        if new_sagas:
-            await conn.executemany(
-                f"INSERT INTO sagas ({_ROW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", new_sagas
-            )
-        if inbox_rows:
-            await conn.executemany(
-                "INSERT INTO saga_inbox (saga_id, event_id, kind, name, key, payload, sent_at) "
-                "VALUES (?,?,?,?,?,?,?)",
-                inbox_rows,
-            )
-        if log_rows:
-            await conn.executemany(
-                "INSERT INTO saga_log (saga_id, seq, body) VALUES (?,?,?)", log_rows
-            )
-        if index_rows:
-            await conn.executemany(
-                "UPDATE sagas SET name=?, version=?, status=?, step=?, created_at=?, updated_at=?, "
-                "seq=?, wake_at=?, state=?, error=? WHERE saga_id=?",
-                index_rows,
-            )
-        if consumed:
-            await conn.executemany(
-                "UPDATE saga_inbox SET status = 1 "
-                "WHERE saga_id = ? AND event_id = ? AND status = 0",
-                consumed,
-            )
-        if closed:
-            await conn.executemany(
-                "UPDATE saga_inbox SET status = CASE kind WHEN 'event' THEN 2 ELSE 1 END, "
-                "reason = ? WHERE saga_id = ? AND status = 0",
-                closed,
-            )
-        await conn.execute("COMMIT")
-        for op, result in results:
-            op.resolve(result)
+        await commit_batch(self._w, batch)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -429,9 +255,9 @@ class SQLiteStore(Store):
 
     async def saga(self, saga_id: str) -> SagaRow | None:
         rows = await self._fetchall(
-            f"SELECT {_ROW_COLUMNS} FROM sagas WHERE saga_id = ?", (saga_id,)
+            f"SELECT {ROW_COLUMNS} FROM sagas WHERE saga_id = ?", (saga_id,)
         )
-        return _row(rows[0]) if rows else None
+        return saga_row(rows[0]) if rows else None
 
     async def sagas(self, *, status: str | None, name: str | None, limit: int) -> list[SagaRow]:
         where, params = [], []
@@ -443,8 +269,8 @@ class SQLiteStore(Store):
             params.append(name)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         order = "ORDER BY created_at DESC, rowid DESC"
-        sql = f"SELECT {_ROW_COLUMNS} FROM sagas {clause} {order} LIMIT ?"
-        return [_row(r) for r in await self._fetchall(sql, (*params, limit))]
+        sql = f"SELECT {ROW_COLUMNS} FROM sagas {clause} {order} LIMIT ?"
+        return [saga_row(r) for r in await self._fetchall(sql, (*params, limit))]
 
     async def log(self, saga_id: str) -> list[bytes]:
         rows = await self._fetchall(

@@ -1,0 +1,268 @@
+"""The runtime's machinery: the definitions, the actor registry, recovery, parking.
+
+`Runtime` is the public face; `Core` is what it and every actor share. Keeping them apart
+keeps the public class to its API, and gives actors a narrow, internal surface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+
+from saga._actor import Actor, Close, Wake
+from saga._clock import Clock
+from saga._definition import Saga
+from saga._errors import (
+    CorruptLog,
+    DefinitionMismatch,
+    SagaError,
+    StoreError,
+    UnknownDefinition,
+    UnknownSaga,
+)
+from saga._fold import Progress, typed_state
+from saga._info import ErrorInfo, SagaInfo, Status
+from saga._observer import Observer, ObserverCalls
+from saga._records import decode_payload, decode_record
+from saga._replay import check_definition
+from saga._store import InboxItem, SagaRow, Store
+from saga._timers import TimerService
+from saga._validate import check_name
+
+__all__ = ["Core"]
+
+logger = logging.getLogger("saga.runtime")
+_error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
+
+
+class Core:
+    """State and services shared by the `Runtime` and its actors."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        definitions: dict[tuple[str, int], Saga[Any]],
+        observers: Sequence[Observer],
+        *,
+        max_payload_bytes: int,
+        max_recoveries: int,
+        shutdown_grace: float,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.definitions = definitions
+        self.max_payload_bytes = max_payload_bytes
+        self.max_recoveries = max_recoveries
+        self._grace = shutdown_grace
+        self._observers = tuple(observers)
+        self._observer_calls: dict[int, ObserverCalls] = {}
+        self._decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {}
+        self._actors: dict[str, Actor] = {}
+        self._parked: dict[str, ErrorInfo] = {}
+        self._finished: dict[str, anyio.Event] = {}
+        self._all_stopped = anyio.Event()
+        self.tg: anyio.abc.TaskGroup | None = None
+        self.timers = TimerService(clock, self.wake, store.due)
+        self.closing = False
+        self.transitions = 0
+
+    async def stop_actors(self) -> None:
+        self.closing = True
+        for actor in list(self._actors.values()):
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                actor.mailbox.send_nowait(Close())
+        with anyio.move_on_after(self._grace, shield=True):
+            if self._actors:
+                await self._all_stopped.wait()
+        assert self.tg is not None
+        self.tg.cancel_scope.cancel()
+
+    def running(self) -> anyio.abc.TaskGroup:
+        if self.tg is None or self.closing:
+            raise RuntimeError("the Runtime is not running; use 'async with Runtime(...)'")
+        return self.tg
+
+    async def recover(self) -> None:
+        """Resume every non-terminal saga from its log; park the ones that cannot be."""
+        recovered = parked = 0
+        with_mail = await self.store.with_pending_inbox()
+        async for saga_id, bodies in self.store.active_logs():
+            try:
+                progress = Progress.from_records([decode_record(b) for b in bodies])
+                # A saved state that does not fit the state type is as unusable as a bad record.
+                typed_state(progress.state, self.definition_for(progress).state)
+            except (CorruptLog, DefinitionMismatch) as error:
+                self.park(saga_id, error)
+                parked += 1
+                continue
+            recovered += 1
+            idle = progress.wait is not None and progress.handler is None and not progress.todo
+            if idle and saga_id not in with_mail:
+                continue  # stays passivated: an event, its deadline or an abort wakes it
+            self.activate(saga_id, progress)
+        if recovered or parked:
+            logger.info("recovered %d open sagas, parked %d", recovered, parked)
+
+    # -- what actors use ----------------------------------------------------------------------
+
+    async def fold(self, saga_id: str) -> Progress:
+        """Read and fold the saga's log."""
+        bodies = await self.store.log(saga_id)
+        if not bodies:
+            raise UnknownSaga(f"no saga with id {saga_id!r}")
+        return Progress.from_records([decode_record(b) for b in bodies])
+
+    def definition_for(self, progress: Progress) -> Saga[Any]:
+        """The registered definition that wrote this log, else `DefinitionMismatch`."""
+        definition = self.definitions.get((progress.name, progress.version))
+        if definition is None:
+            raise DefinitionMismatch(
+                f"saga {progress.saga_id!r} needs definition {progress.name!r} version "
+                f"{progress.version}, which this runtime does not have"
+            )
+        check_definition(progress, definition)
+        return definition
+
+    def observers_for(self, saga: Saga[Any]) -> ObserverCalls:
+        calls = self._observer_calls.get(id(saga))
+        if calls is None:
+            calls = self._observer_calls[id(saga)] = ObserverCalls(self._observers + saga.observers)
+        return calls
+
+    @property
+    def observer_errors(self) -> int:
+        """How many observer calls raised since this runtime was created."""
+        return sum(calls.errors for calls in self._observer_calls.values())
+
+    def decode_state(self, saga: Saga[Any], state: bytes) -> Any:
+        """A fresh typed copy of an encoded state."""
+        decoder = self._decoders.get(id(saga))
+        if decoder is None:
+            decoder = self._decoders[id(saga)] = msgspec.msgpack.Decoder(saga.state)
+        return decoder.decode(state)
+
+    def info_of(self, progress: Progress, saga: Saga[Any] | None) -> SagaInfo:
+        state = progress.state if saga is None else typed_state(progress.state, saga.state)
+        return progress.info(state)
+
+    def activate(self, saga_id: str, progress: Progress | None = None) -> None:
+        actor = Actor(self, saga_id, progress)
+        self._actors[saga_id] = actor
+        self.running().start_soon(actor.run)
+
+    def try_passivate(self, actor: Actor) -> bool:
+        """Unregister an idle actor, unless a message reached it meanwhile."""
+        if actor.mailbox.statistics().current_buffer_used:
+            return False
+        self.actor_stopped(actor)
+        return True
+
+    def actor_stopped(self, actor: Actor) -> None:
+        if self._actors.get(actor.saga_id) is actor:
+            del self._actors[actor.saga_id]
+            if self.closing and not self._actors:
+                self._all_stopped.set()
+
+    def actor_failed(self, actor: Actor, error: Exception) -> None:
+        saga_id = actor.saga_id
+        if isinstance(error, CorruptLog | DefinitionMismatch):
+            self.park(saga_id, error)
+        elif isinstance(error, StoreError) and not self.closing:
+            logger.error("saga %r stopped on a store error (%s); retrying in 1 s", saga_id, error)
+            self.timers.arm(saga_id, self.clock.now() + 1.0)
+        else:
+            logger.error("saga %r stopped on an internal error", saga_id, exc_info=error)
+            self.park(saga_id, error)
+
+    def unpark(self, saga_id: str) -> None:
+        self._parked.pop(saga_id, None)
+
+    def park(self, saga_id: str, error: BaseException) -> None:
+        info = ErrorInfo.from_exception(error, None)
+        self._parked[saga_id] = info
+        logger.warning("saga %r is parked and will not run: %s", saga_id, info)
+        event = self._finished.pop(saga_id, None)
+        if event is not None:
+            event.set()
+
+    def saga_finished(self, saga_id: str) -> None:
+        self.timers.disarm(saga_id)
+        event = self._finished.pop(saga_id, None)
+        if event is not None:
+            event.set()
+
+    def wake(self, saga_id: str) -> None:
+        if self.closing:
+            return
+        actor = self._actors.get(saga_id)
+        if actor is not None:
+            actor.mailbox.send_nowait(Wake())
+        elif saga_id not in self._parked:
+            self.activate(saga_id)
+
+    def deliver(self, saga_id: str, item: InboxItem) -> None:
+        actor = self._actors.get(saga_id)
+        if actor is not None:
+            actor.mailbox.send_nowait(item)
+        elif saga_id not in self._parked and not self.closing:
+            self.activate(saga_id)
+
+    def finished_event(self, saga_id: str) -> anyio.Event:
+        event = self._finished.get(saga_id)
+        if event is None:
+            event = self._finished[saga_id] = anyio.Event()
+        return event
+
+    def raise_if_parked(self, saga_id: str) -> None:
+        error = self._parked.get(saga_id)
+        if error is not None:
+            cls = {"DefinitionMismatch": DefinitionMismatch, "CorruptLog": CorruptLog}.get(
+                error.type, SagaError
+            )
+            raise cls(f"saga {saga_id!r} is parked: {error}")
+
+    def definition(self, saga_or_name: Saga[Any] | str) -> Saga[Any]:
+        if isinstance(saga_or_name, Saga):
+            key = (saga_or_name.name, saga_or_name.version)
+            if self.definitions.get(key) is not saga_or_name:
+                raise UnknownDefinition(f"{saga_or_name!r} is not registered with this runtime")
+            return saga_or_name
+        check_name(saga_or_name, "saga name")
+        versions = [d for (name, _), d in self.definitions.items() if name == saga_or_name]
+        if not versions:
+            raise UnknownDefinition(f"no saga definition named {saga_or_name!r}")
+        return max(versions, key=lambda d: d.version)
+
+    def info(self, row: SagaRow) -> SagaInfo:
+        definition = self.definitions.get((row.name, row.version))
+        try:
+            state = (
+                decode_payload(row.state)
+                if definition is None
+                else self.decode_state(definition, row.state)
+            )
+        except msgspec.ValidationError:
+            # Saved by an incompatible state type (that saga is parked): show it as plain
+            # values rather than fail every get and list that includes it.
+            state = decode_payload(row.state)
+        error = None if row.error is None else _error_decoder.decode(row.error)
+        error = self._parked.get(row.saga_id, error)
+        return SagaInfo(
+            saga_id=row.saga_id,
+            name=row.name,
+            version=row.version,
+            status=Status(row.status),
+            step=row.step,
+            state=state,
+            error=error,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            seq=row.seq,
+        )

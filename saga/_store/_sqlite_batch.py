@@ -1,0 +1,182 @@
+"""The SQLite store's group-commit transaction: a whole batch in a handful of statements.
+
+Every operation of the batch is decided in submission order against what the transaction
+reads once up front (the sagas involved, the event ids already seen), then written with one
+``executemany`` per statement kind. Results are published only after ``COMMIT``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from saga._store._base import Append, SagaRow, SendResult
+from saga._store._writer import Op
+
+__all__ = ["ROW_COLUMNS", "AppendOp", "SendOp", "StartOp", "commit_batch", "saga_row"]
+
+_TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
+ROW_COLUMNS = (
+    "saga_id, name, version, status, step, created_at, updated_at, seq, wake_at, state, error"
+)
+_CHUNK = 500  # host parameters per IN (...) list, well under SQLite's limit
+
+
+def saga_row(values: Sequence[Any]) -> SagaRow:
+    return SagaRow(*values)
+
+
+def _row_params(row: SagaRow) -> tuple[Any, ...]:
+    return msgspec.structs.astuple(row)  # the field order is ROW_COLUMNS' order
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+class StartOp(Op[SagaRow | None]):
+    __slots__ = ("first", "row")
+
+    def __init__(self, row: SagaRow, first: bytes) -> None:
+        super().__init__()
+        self.row = row
+        self.first = first
+
+
+class SendOp(Op[SendResult]):
+    __slots__ = ("event_id", "key", "kind", "name", "payload", "saga_id", "sent_at")
+
+    def __init__(self, saga_id: str, event_id: str, kind: str, name: str, key: str | None,
+                 payload: bytes, sent_at: float) -> None:  # fmt: skip
+        super().__init__()
+        self.saga_id = saga_id
+        self.event_id = event_id
+        self.kind = kind
+        self.name = name
+        self.key = key
+        self.payload = payload
+        self.sent_at = sent_at
+
+
+class AppendOp(Op[bool]):
+    __slots__ = ("append", "status")
+
+    def __init__(self, append: Append, status: str | None) -> None:
+        super().__init__()
+        self.append = append
+        self.status = status
+
+
+async def commit_batch(conn: aiosqlite.Connection, batch: Sequence[Op[Any]]) -> None:
+    """One transaction for the whole batch: a few statements, whatever its size."""
+    await conn.execute("BEGIN IMMEDIATE")
+    # What the checks need, read once for the batch.
+    checked = sorted(
+        {op.row.saga_id for op in batch if isinstance(op, StartOp)}
+        | {op.saga_id for op in batch if isinstance(op, SendOp)}
+        | {op.append.saga_id for op in batch if isinstance(op, AppendOp) and op.status}
+    )
+    known: dict[str, SagaRow] = {}
+    for chunk in _chunks(checked):
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT {ROW_COLUMNS} FROM sagas WHERE saga_id IN ({marks})"
+        async with conn.execute(sql, chunk) as cur:
+            for values in await cur.fetchall():
+                known[values[0]] = saga_row(values)
+    sends = [op for op in batch if isinstance(op, SendOp)]
+    seen_events: set[tuple[str, str]] = set()
+    for chunk in _chunks(sorted({op.event_id for op in sends})):
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT saga_id, event_id FROM saga_inbox WHERE event_id IN ({marks})"
+        async with conn.execute(sql, chunk) as cur:
+            seen_events.update((s, e) for s, e in await cur.fetchall())
+
+    # Decide every operation in submission order; results are published after COMMIT.
+    new_sagas: list[tuple[Any, ...]] = []
+    log_rows: list[tuple[str, int, bytes]] = []
+    inbox_rows: list[tuple[Any, ...]] = []
+    index_rows: list[tuple[Any, ...]] = []
+    consumed: list[tuple[str, str]] = []
+    closed: list[tuple[str, str]] = []
+    results: list[tuple[Op[Any], Any]] = []
+    for op in batch:
+        if isinstance(op, StartOp):
+            existing = known.get(op.row.saga_id)
+            if existing is not None:
+                results.append((op, existing))
+                continue
+            known[op.row.saga_id] = op.row
+            new_sagas.append(_row_params(op.row))
+            log_rows.append((op.row.saga_id, 1, op.first))
+            results.append((op, None))
+        elif isinstance(op, SendOp):
+            target = known.get(op.saga_id)
+            if (op.saga_id, op.event_id) in seen_events:
+                result = SendResult.DUPLICATE
+            elif target is None:
+                result = SendResult.UNKNOWN
+            elif target.status in _TERMINAL:
+                result = SendResult.CLOSED
+            else:
+                result = SendResult.STORED
+                seen_events.add((op.saga_id, op.event_id))
+                inbox_rows.append((op.saga_id, op.event_id, op.kind, op.name, op.key,
+                                   op.payload, op.sent_at))  # fmt: skip
+            results.append((op, result))
+        else:
+            assert isinstance(op, AppendOp)
+            append = op.append
+            if op.status is not None:
+                target = known.get(append.saga_id)
+                if (
+                    target is None
+                    or target.status != op.status
+                    or target.seq + 1 != append.records[0][0]
+                ):
+                    results.append((op, False))
+                    continue
+            if append.saga_id in known:
+                known[append.saga_id] = append.row
+            log_rows.extend((append.saga_id, seq, body) for seq, body in append.records)
+            index_rows.append((*_row_params(append.row)[1:], append.saga_id))
+            consumed.extend((append.saga_id, event_id) for event_id in append.consumed)
+            if append.closed is not None:
+                closed.append((append.closed, append.saga_id))
+            results.append((op, True))
+
+    if new_sagas:
+        await conn.executemany(
+            f"INSERT INTO sagas ({ROW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", new_sagas
+        )
+    if inbox_rows:
+        await conn.executemany(
+            "INSERT INTO saga_inbox (saga_id, event_id, kind, name, key, payload, sent_at) "
+            "VALUES (?,?,?,?,?,?,?)",
+            inbox_rows,
+        )
+    if log_rows:
+        await conn.executemany("INSERT INTO saga_log (saga_id, seq, body) VALUES (?,?,?)", log_rows)
+    if index_rows:
+        await conn.executemany(
+            "UPDATE sagas SET name=?, version=?, status=?, step=?, created_at=?, updated_at=?, "
+            "seq=?, wake_at=?, state=?, error=? WHERE saga_id=?",
+            index_rows,
+        )
+    if consumed:
+        await conn.executemany(
+            "UPDATE saga_inbox SET status = 1 WHERE saga_id = ? AND event_id = ? AND status = 0",
+            consumed,
+        )
+    if closed:
+        await conn.executemany(
+            "UPDATE saga_inbox SET status = CASE kind WHEN 'event' THEN 2 ELSE 1 END, "
+            "reason = ? WHERE saga_id = ? AND status = 0",
+            closed,
+        )
+    await conn.execute("COMMIT")
+    for op, result in results:
+        op.resolve(result)
