@@ -438,6 +438,22 @@ class StoreContract:
             assert await store.log(f"s{i:03}") == [body(f"s{i:03}", 1)]
         assert sorted(i.event_id for i in await store.inbox("target")) == sorted(sent)
 
+    async def test_a_committed_write_is_visible_to_the_very_next_read(self, store: Store) -> None:
+        # Reads interleave with commits from many tasks: none may see a stale snapshot.
+        # (1,500 writes span more than one batch of the default size.)
+        missing: list[str] = []
+
+        async def start_then_read(i: int) -> None:
+            saga_id = f"v{i:04}"
+            await store.start(row(saga_id), body(saga_id, 1))
+            if await store.saga(saga_id) is None or await store.log(saga_id) == []:
+                missing.append(saga_id)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(1500):
+                tg.start_soon(start_then_read, i)
+        assert missing == []
+
     async def test_concurrent_writes_to_one_saga_are_decided_once(self, store: Store) -> None:
         starts: list[SagaRow | None] = []
         sends: list[SendResult] = []
