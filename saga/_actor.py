@@ -78,6 +78,7 @@ def index_row(progress: Progress, state: bytes) -> SagaRow:
         wake_at=progress.wake_at,
         state=state,
         error=None if error is None else _error_encoder.encode(error),
+        annotations=_error_encoder.encode(progress.annotations) if progress.annotations else None,
     )
 
 
@@ -221,7 +222,8 @@ class Actor:
                 event = None
                 if p.event is not None:
                     event = Event(name=p.event["name"], payload=p.event["payload"],
-                                  key=p.event["key"], event_id=p.event["event_id"])  # fmt: skip
+                                  key=p.event["key"], event_id=p.event["event_id"],
+                                  headers=p.event.get("headers") or {})  # fmt: skip
                 return _Invocation(saga.steps[saga.step_names.index(step)], p.handler,
                                    p.attempt, p.compensating, event)  # fmt: skip
             elif p.wait is not None:
@@ -232,6 +234,8 @@ class Actor:
                     self._core.timers.disarm(self.saga_id)
                     delivered = {"event_id": item.event_id, "name": item.name, "key": item.key,
                                  "payload": decode_payload(item.payload)}  # fmt: skip
+                    if item.headers:
+                        delivered["headers"] = decode_payload(item.headers)
                     self._add(Kind.EVENT_DELIVERED, step,
                               {"compensating": p.compensating, "event": delivered})  # fmt: skip
                 elif p.wait["deadline"] is not None and now >= p.wait["deadline"]:
@@ -306,6 +310,8 @@ class Actor:
             attempt=inv.attempt,
             compensating=inv.compensating,
             idempotency_key=idempotency_key(self.saga_id, step.name, inv.compensating),
+            event=inv.event,
+            annotations=p.annotations,
         )
         await self._observers.before_step(ctx)
         handler = getattr(step, inv.handler)

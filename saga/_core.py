@@ -265,4 +265,5 @@ class Core:
             created_at=row.created_at,
             updated_at=row.updated_at,
             seq=row.seq,
+            annotations={} if row.annotations is None else decode_payload(row.annotations),
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -73,12 +73,17 @@ def wait_for(
 
 
 class Event(msgspec.Struct, frozen=True):
-    """An event delivered to a waiting step. ``payload`` is decoded to plain values."""
+    """An event delivered to a waiting step. ``payload`` is decoded to plain values.
+
+    ``headers`` holds the trace context that was current when the event was sent (W3C
+    ``traceparent``/``tracestate``, through OpenTelemetry's global propagator), if any.
+    """
 
     name: str
     payload: Any
     key: str | None
     event_id: str
+    headers: dict[str, str] = {}
 
 
 class StepContext(Generic[S]):
@@ -93,11 +98,15 @@ class StepContext(Generic[S]):
         compensating: ``True`` in ``compensate`` and ``on_compensation_event``, and in
             ``on_timeout`` after a compensation's wait.
         idempotency_key: stable for this saga + step + direction, across attempts and crashes.
+        event: the `Event` being handled (``on_event``, ``on_compensation_event``), else None.
+        annotations: what observers recorded when the saga started (e.g. its trace context).
     """
 
     __slots__ = (
+        "annotations",
         "attempt",
         "compensating",
+        "event",
         "idempotency_key",
         "saga_id",
         "saga_name",
@@ -115,6 +124,8 @@ class StepContext(Generic[S]):
         attempt: int,
         compensating: bool,
         idempotency_key: str,
+        event: Event | None = None,
+        annotations: Mapping[str, str] | None = None,
     ) -> None:
         self.saga_id = saga_id
         self.saga_name = saga_name
@@ -123,6 +134,8 @@ class StepContext(Generic[S]):
         self.attempt = attempt
         self.compensating = compensating
         self.idempotency_key = idempotency_key
+        self.event = event
+        self.annotations: Mapping[str, str] = annotations or {}
 
     def __repr__(self) -> str:
         return (

@@ -53,6 +53,7 @@ class Progress:
             self.version: int = data["version"]
             self.steps: tuple[str, ...] = tuple(data["steps"])
             self.state: Any = data["state"]
+            self.annotations: dict[str, str] = dict(data.get("annotations") or {})
         except (KeyError, TypeError) as error:
             raise CorruptLog(f"saga_started lacks {error}") from None
         if not self.steps or not all(isinstance(s, str) for s in self.steps):
@@ -148,6 +149,7 @@ class Progress:
             created_at=self.created_at,
             updated_at=self.updated_at,
             seq=self.seq,
+            annotations=self.annotations,
         )
 
     # -- the fold ---------------------------------------------------------------------------

@@ -62,6 +62,7 @@ class SagaInfo(msgspec.Struct, frozen=True):
         created_at: epoch seconds of ``saga_started``.
         updated_at: epoch seconds of the last record.
         seq: the ``seq`` of the last record.
+        annotations: what observers recorded when the saga started (e.g. its trace context).
     """
 
     saga_id: str
@@ -74,3 +75,4 @@ class SagaInfo(msgspec.Struct, frozen=True):
     created_at: float
     updated_at: float
     seq: int = 0
+    annotations: dict[str, str] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -38,6 +38,17 @@ class Observer:
     An observer that raises is logged and counted, and never changes the saga's course.
     """
 
+    async def on_start(
+        self, saga_id: str, saga_name: str, version: int
+    ) -> Mapping[str, str] | None:
+        """Called by ``runtime.start`` in the caller's task, before ``saga_started`` is written.
+
+        Return string pairs to record in the saga's log (``saga_started.data["annotations"]``);
+        they come back as ``ctx.annotations`` and ``info.annotations`` in every process, after
+        any restart. A tracer records its saga span's context here.
+        """
+        return None
+
     async def before_step(self, ctx: StepContext[Any]) -> None:
         """Called right before a handler runs (after its ``step_started`` is committed)."""
 
@@ -69,6 +80,17 @@ class ObserverCalls:
             type(error).__name__,
             exc_info=error,
         )
+
+    async def on_start(self, saga_id: str, saga_name: str, version: int) -> dict[str, str]:
+        annotations: dict[str, str] = {}
+        for observer in self.observers:
+            try:
+                extra = await observer.on_start(saga_id, saga_name, version)
+                if extra:
+                    annotations.update({str(k): str(v) for k, v in extra.items()})
+            except Exception as error:
+                self._failed(observer, "on_start", error)
+        return annotations
 
     async def before_step(self, ctx: StepContext[Any]) -> None:
         for observer in self.observers:

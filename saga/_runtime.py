@@ -14,6 +14,7 @@ from typing import Any, Self
 import anyio
 import anyio.abc
 import msgspec
+from opentelemetry import propagate
 
 from saga._actor import index_row
 from saga._clock import Clock, SystemClock
@@ -190,11 +191,17 @@ class Runtime:
             )
         saga_id = uuid.uuid4().hex if saga_id is None else check_name(saga_id, "saga_id")
         encoded = encode_payload(state, "state", self._core.max_payload_bytes)
-        now = self._core.clock.now()
-        first = Record(seq=1, kind=Kind.SAGA_STARTED, at=now, step=None, data={
+        calls = self._core.observers_for(definition)
+        data = {
             "saga_id": saga_id, "name": definition.name, "version": definition.version,
             "steps": list(definition.step_names), "state": decode_payload(encoded),
-        })  # fmt: skip
+        }  # fmt: skip
+        if calls:
+            annotations = await calls.on_start(saga_id, definition.name, definition.version)
+            if annotations:
+                data["annotations"] = annotations
+        now = self._core.clock.now()
+        first = Record(seq=1, kind=Kind.SAGA_STARTED, at=now, step=None, data=data)
         progress = Progress(first)
         existing = await self._core.store.start(index_row(progress, encoded), encode_record(first))
         if existing is not None:
@@ -204,7 +211,6 @@ class Runtime:
                 )
             return SagaHandle(self, saga_id)
         self._core.transitions += 1
-        calls = self._core.observers_for(definition)
         if calls:
             await calls.on_transition(first, self._core.info_of(progress, definition))
         self._core.activate(saga_id, progress)
@@ -247,18 +253,23 @@ class Runtime:
             check_name(key, "event key")
         event_id = uuid.uuid4().hex if event_id is None else check_name(event_id, "event_id")
         body = encode_payload(payload, "payload", self._core.max_payload_bytes)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)  # the sender's trace context, for a span link
+        headers = (
+            encode_payload(carrier, "headers", self._core.max_payload_bytes) if carrier else None
+        )
         now = self._core.clock.now()
         result = await self._core.store.send(
-            saga_id, event_id, kind="event", name=name, key=key, payload=body, sent_at=now
-        )
+            saga_id, event_id, kind="event", name=name, key=key, payload=body, sent_at=now,
+            headers=headers,
+        )  # fmt: skip
         if result is SendResult.UNKNOWN:
             raise UnknownSaga(f"no saga with id {saga_id!r}")
         if result is SendResult.CLOSED:
             raise SagaClosed(f"saga {saga_id!r} has ended; it takes no more events")
         if result is SendResult.STORED:
-            self._core.deliver(
-                saga_id, InboxItem(0, saga_id, event_id, "event", name, key, body, now)
-            )
+            item = InboxItem(0, saga_id, event_id, "event", name, key, body, now, headers)
+            self._core.deliver(saga_id, item)
         return event_id
 
     async def abort(self, saga_id: str, reason: str) -> None:

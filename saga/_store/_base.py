@@ -30,6 +30,7 @@ class SagaRow(msgspec.Struct):
     wake_at: float | None
     state: bytes
     error: bytes | None = None
+    annotations: bytes | None = None
 
 
 class InboxItem(msgspec.Struct, frozen=True):
@@ -43,6 +44,7 @@ class InboxItem(msgspec.Struct, frozen=True):
     key: str | None
     payload: bytes
     sent_at: float
+    headers: bytes | None = None
 
 
 class DeadLetterRow(msgspec.Struct, frozen=True):
@@ -112,6 +114,7 @@ class Store(abc.ABC):
         key: str | None,
         payload: bytes,
         sent_at: float,
+        headers: bytes | None = None,
     ) -> SendResult:
         """Add to an open saga's inbox, unless this ``event_id`` is already there."""
 

@@ -225,8 +225,9 @@ class SQLiteStore(Store):
         key: str | None,
         payload: bytes,
         sent_at: float,
+        headers: bytes | None = None,
     ) -> SendResult:
-        op = SendOp(saga_id, event_id, kind, name, key, payload, sent_at)
+        op = SendOp(saga_id, event_id, kind, name, key, payload, sent_at, headers)
         return await self._submit_target().submit(op)
 
     async def append(self, append: Append) -> None:
@@ -301,8 +302,8 @@ class SQLiteStore(Store):
 
     async def inbox(self, saga_id: str) -> list[InboxItem]:
         rows = await self._fetchall(
-            "SELECT id, saga_id, event_id, kind, name, key, payload, sent_at FROM saga_inbox "
-            "WHERE saga_id = ? AND status = 0 ORDER BY id",
+            "SELECT id, saga_id, event_id, kind, name, key, payload, sent_at, headers "
+            "FROM saga_inbox WHERE saga_id = ? AND status = 0 ORDER BY id",
             (saga_id,),
         )
         return [InboxItem(*r) for r in rows]

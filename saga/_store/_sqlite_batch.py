@@ -20,7 +20,8 @@ __all__ = ["ROW_COLUMNS", "AppendOp", "SendOp", "StartOp", "commit_batch", "saga
 
 _TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
 ROW_COLUMNS = (
-    "saga_id, name, version, status, step, created_at, updated_at, seq, wake_at, state, error"
+    "saga_id, name, version, status, step, created_at, updated_at, seq, wake_at, state, error, "
+    "annotations"
 )
 _CHUNK = 500  # host parameters per IN (...) list, well under SQLite's limit
 
@@ -48,10 +49,10 @@ class StartOp(Op[SagaRow | None]):
 
 
 class SendOp(Op[SendResult]):
-    __slots__ = ("event_id", "key", "kind", "name", "payload", "saga_id", "sent_at")
+    __slots__ = ("event_id", "headers", "key", "kind", "name", "payload", "saga_id", "sent_at")
 
     def __init__(self, saga_id: str, event_id: str, kind: str, name: str, key: str | None,
-                 payload: bytes, sent_at: float) -> None:  # fmt: skip
+                 payload: bytes, sent_at: float, headers: bytes | None) -> None:  # fmt: skip
         super().__init__()
         self.saga_id = saga_id
         self.event_id = event_id
@@ -60,6 +61,7 @@ class SendOp(Op[SendResult]):
         self.key = key
         self.payload = payload
         self.sent_at = sent_at
+        self.headers = headers
 
 
 class AppendOp(Op[bool]):
@@ -125,7 +127,7 @@ async def commit_batch(conn: aiosqlite.Connection, batch: Sequence[Op[Any]]) -> 
                 result = SendResult.STORED
                 seen_events.add((op.saga_id, op.event_id))
                 inbox_rows.append((op.saga_id, op.event_id, op.kind, op.name, op.key,
-                                   op.payload, op.sent_at))  # fmt: skip
+                                   op.payload, op.sent_at, op.headers))  # fmt: skip
             results.append((op, result))
         else:
             assert isinstance(op, AppendOp)
@@ -150,12 +152,13 @@ async def commit_batch(conn: aiosqlite.Connection, batch: Sequence[Op[Any]]) -> 
 
     if new_sagas:
         await conn.executemany(
-            f"INSERT INTO sagas ({ROW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", new_sagas
+            f"INSERT INTO sagas ({ROW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", new_sagas
         )
     if inbox_rows:
         await conn.executemany(
-            "INSERT INTO saga_inbox (saga_id, event_id, kind, name, key, payload, sent_at) "
-            "VALUES (?,?,?,?,?,?,?)",
+            "INSERT INTO saga_inbox "
+            "(saga_id, event_id, kind, name, key, payload, sent_at, headers) "
+            "VALUES (?,?,?,?,?,?,?,?)",
             inbox_rows,
         )
     if log_rows:
@@ -163,7 +166,7 @@ async def commit_batch(conn: aiosqlite.Connection, batch: Sequence[Op[Any]]) -> 
     if index_rows:
         await conn.executemany(
             "UPDATE sagas SET name=?, version=?, status=?, step=?, created_at=?, updated_at=?, "
-            "seq=?, wake_at=?, state=?, error=? WHERE saga_id=?",
+            "seq=?, wake_at=?, state=?, error=?, annotations=? WHERE saga_id=?",
             index_rows,
         )
     if consumed:

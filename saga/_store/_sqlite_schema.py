@@ -25,7 +25,8 @@ CREATE TABLE sagas (
     seq INTEGER NOT NULL,
     wake_at REAL,
     state BLOB NOT NULL,
-    error BLOB
+    error BLOB,
+    annotations BLOB
 );
 CREATE INDEX sagas_active ON sagas (status)
     WHERE status IN ('RUNNING', 'WAITING', 'COMPENSATING');
@@ -50,6 +51,7 @@ CREATE TABLE saga_inbox (
     key TEXT,
     payload BLOB NOT NULL,
     sent_at REAL NOT NULL,
+    headers BLOB,
     status INTEGER NOT NULL DEFAULT 0,
     reason TEXT,
     UNIQUE (saga_id, event_id)
