@@ -25,6 +25,7 @@ from saga._errors import StepTimeout as StepTimeout
 from saga._errors import StoreError as StoreError
 from saga._errors import UnknownDefinition as UnknownDefinition
 from saga._errors import UnknownSaga as UnknownSaga
+from saga._export import SagaExport as SagaExport
 from saga._handle import SagaHandle as SagaHandle
 from saga._info import ErrorInfo as ErrorInfo
 from saga._info import SagaInfo as SagaInfo
@@ -54,6 +55,7 @@ __all__ = [
     "SagaClosed",
     "SagaError",
     "SagaExists",
+    "SagaExport",
     "SagaHandle",
     "SagaInfo",
     "Status",

@@ -4,6 +4,10 @@ The loop: fold what the log says (`Progress`), append the records that follow fr
 (committed before anything can observe them), invoke at most one handler, repeat. When
 nothing can happen until an event or a deadline, the actor passivates: its task ends and
 nothing of it stays in memory. An event, a timer or an abort brings it back from the store.
+
+Inbox entries reach an actor two ways: handed over by this runtime right after it stored
+them, or, for entries another process stored (the command line), as a `Refresh` that
+makes the actor re-read its pending inbox from the store.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ from saga._fold import Handler, Progress, Todo
 from saga._info import ErrorInfo, SagaInfo
 from saga._observer import ObserverCalls, StepOutcome
 from saga._records import Kind, Record, decode_payload, encode_payload, encode_record
-from saga._store import Append, InboxItem, SagaRow
+from saga._requests import decode_request
+from saga._store import Append, InboxItem, InboxKind, SagaRow
 
 if TYPE_CHECKING:
     from saga._core import Core
 
-__all__ = ["Actor", "Wake", "idempotency_key", "index_row"]
+__all__ = ["Actor", "Close", "Refresh", "Wake", "idempotency_key", "index_row"]
 
 logger = logging.getLogger("saga.runtime")
 
@@ -44,7 +49,11 @@ class Close:
     """Mailbox message: the runtime is shutting down; stop at the next safe point."""
 
 
-Message = InboxItem | Wake | Close
+class Refresh:
+    """Mailbox message: another process added to the inbox; re-read it from the store."""
+
+
+Message = InboxItem | Wake | Close | Refresh
 
 
 @dataclass(slots=True)
@@ -92,6 +101,8 @@ class Actor:
         self.mailbox, self._inbound = anyio.create_memory_object_stream[Message](math.inf)
         self._events: dict[str, InboxItem] = {}  # pending events by event_id, oldest first
         self._abort: InboxItem | None = None
+        self._taken: set[str] = set()  # inbox entries this actor consumed: never take twice
+        self._refresh = False
         self._saga: Saga[Any] | None = None
         self._state = b""  # committed state, encoded
         self._batch: list[Record] = []
@@ -125,11 +136,16 @@ class Actor:
             self._accept(item)
 
     def _accept(self, message: Message) -> None:
-        if isinstance(message, InboxItem):
-            if message.kind == "abort":
+        if isinstance(message, Refresh):
+            self._refresh = True
+        elif isinstance(message, InboxItem) and message.event_id not in self._taken:
+            # A copy of an entry already taken can still arrive (handed over by a sender
+            # while this actor read the same entry from the store): it must not count twice.
+            if message.kind == InboxKind.ABORT:
                 self._abort = self._abort or message
-            else:
+            elif message.kind == InboxKind.EVENT:
                 self._events.setdefault(message.event_id, message)
+            # A resume request is the runtime's business, never the actor's.
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -149,6 +165,12 @@ class Actor:
                 if self._batch:
                     await self._commit()
                 return
+            if self._refresh:
+                # Everything this actor consumed is committed by now, so what the store
+                # still has pending is exactly what it has not taken.
+                self._refresh = False
+                for item in await self._core.store.inbox(self.saga_id):
+                    self._accept(item)
             invocation = self._advance(progress)
             if self._batch:
                 await self._commit()
@@ -177,20 +199,24 @@ class Actor:
             if self._abort is not None:
                 abort, self._abort = self._abort, None
                 effective = p.can_abort
-                reason = decode_payload(abort.payload)
+                reason, by = decode_request(abort.payload)
                 self._consumed.append(abort.event_id)
-                data = {"reason": reason, "effective": effective}
+                self._taken.add(abort.event_id)
+                data: dict[str, Any] = {"reason": reason, "by": by, "effective": effective}
                 self._add(Kind.ABORT_REQUESTED, p.abort_step if effective else step, data)
             elif p.todo == Todo.COMPLETE:
                 self._closed = "saga completed"
-                self._add(Kind.SAGA_COMPLETED, None, {})
+                self._add(Kind.SAGA_COMPLETED, None, self._closing({}))
             elif p.todo == Todo.COMPENSATED:
                 self._closed = "saga compensated"
-                self._add(Kind.SAGA_COMPENSATED, None, {})
+                self._add(Kind.SAGA_COMPENSATED, None, self._closing({}))
             elif p.todo == Todo.FAIL:
                 self._closed = "saga failed"
-                error = msgspec.to_builtins(p.error)
-                self._add(Kind.SAGA_FAILED, step, {"error": error, "remaining": list(p.queue)})
+                failed: dict[str, Any] = {
+                    "error": msgspec.to_builtins(p.error),
+                    "remaining": list(p.queue),
+                }
+                self._add(Kind.SAGA_FAILED, step, self._closing(failed))
             elif p.todo == Todo.COMPENSATE:
                 queue = self._compensation_queue(p, saga)
                 data = {"error": msgspec.to_builtins(p.error), "failed_step": p.failed_step,
@@ -231,6 +257,7 @@ class Actor:
                 if item is not None:
                     del self._events[item.event_id]
                     self._consumed.append(item.event_id)
+                    self._taken.add(item.event_id)
                     self._core.timers.disarm(self.saga_id)
                     delivered = {"event_id": item.event_id, "name": item.name, "key": item.key,
                                  "payload": decode_payload(item.payload)}  # fmt: skip
@@ -245,6 +272,18 @@ class Actor:
             else:  # pragma: no cover - the fold always leaves something to do or wait for
                 raise AssertionError(f"saga {self.saga_id!r} has nothing to do at seq {p.seq}")
         return None
+
+    def _closing(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A terminal record's data, with the count of events it dead-letters (if any).
+
+        The store dead-letters every pending event in the terminal record's commit; the
+        count is what this actor holds, so metrics need not query the store. An event whose
+        send commits while the terminal record is being written is dead-lettered too, but
+        may be missing from the count.
+        """
+        if self._events:
+            data["dead_letters"] = len(self._events)
+        return data
 
     def _match(self, wait: dict[str, Any]) -> InboxItem | None:
         for item in self._events.values():

@@ -2,12 +2,17 @@
 
 `Runtime` is the public face; `Core` is what it and every actor share. Keeping them apart
 keeps the public class to its API, and gives actors a narrow, internal surface.
+
+Other processes on the same store (the ``saga`` command line) cannot reach this one
+directly: they leave requests in the store's inbox, and `Core.watch_inbox` picks them up
+within `INBOX_POLL_INTERVAL` seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +20,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from saga._actor import Actor, Close, Wake
+from saga._actor import Actor, Close, Refresh, Wake, index_row
 from saga._clock import Clock
 from saga._definition import Saga
 from saga._errors import (
@@ -29,15 +34,20 @@ from saga._errors import (
 from saga._fold import Progress, typed_state
 from saga._info import ErrorInfo, SagaInfo, Status
 from saga._observer import Observer, ObserverCalls
-from saga._records import decode_payload, decode_record
+from saga._records import Kind, Record, decode_payload, decode_record, encode_payload, encode_record
 from saga._replay import check_definition
-from saga._store import InboxItem, SagaRow, Store
+from saga._requests import decode_request
+from saga._store import Append, InboxItem, InboxKind, SagaRow, Store
 from saga._timers import TimerService
 from saga._validate import check_name
 
-__all__ = ["Core"]
+__all__ = ["INBOX_POLL_INTERVAL", "Core"]
 
 logger = logging.getLogger("saga.runtime")
+
+# Seconds between two looks at what other processes put in the inbox. Requests from the
+# command line are promised to take effect within a second.
+INBOX_POLL_INTERVAL = 0.25
 _error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
 
 
@@ -89,8 +99,15 @@ class Core:
             raise RuntimeError("the Runtime is not running; use 'async with Runtime(...)'")
         return self.tg
 
-    async def recover(self) -> None:
-        """Resume every non-terminal saga from its log; park the ones that cannot be."""
+    async def recover(self) -> int:
+        """Resume every non-terminal saga from its log; park the ones that cannot be.
+
+        Also acts on resume requests left for ``FAILED`` sagas while no runtime ran.
+
+        Returns:
+            The inbox mark `watch_inbox` starts from: recovery covered everything before it.
+        """
+        mark = await self.store.inbox_mark()
         recovered = parked = 0
         with_mail = await self.store.with_pending_inbox()
         async for saga_id, bodies in self.store.active_logs():
@@ -109,6 +126,69 @@ class Core:
             self.activate(saga_id, progress)
         if recovered or parked:
             logger.info("recovered %d open sagas, parked %d", recovered, parked)
+        for item in await self.store.pending_inbox(InboxKind.RESUME):
+            await self.take_request(item)
+        return mark
+
+    async def watch_inbox(self, mark: int) -> None:
+        """Act on inbox entries other processes write (command-line requests, events).
+
+        Runs until cancelled; a failing look is logged and retried at the next tick.
+        """
+        while True:
+            await anyio.sleep(INBOX_POLL_INTERVAL)
+            if self.closing:
+                return
+            try:
+                items, mark = await self.store.foreign_inbox(mark)
+                for item in items:
+                    await self.take_request(item)
+            except Exception as error:  # never take the runtime down; try again next tick
+                logger.warning("cannot act on inbox requests: %s", error,
+                               exc_info=not isinstance(error, StoreError))  # fmt: skip
+
+    async def take_request(self, item: InboxItem) -> None:
+        """Hand an entry another process stored to its saga, or perform a resume request."""
+        if self.closing:
+            return
+        if item.kind != InboxKind.RESUME:
+            self.notify(item.saga_id)
+            return
+        reason, by = decode_request(item.payload)
+        try:
+            await self.resume(item.saga_id, reason, by, request=item.event_id)
+        except Exception as error:  # a request must never take the runtime down
+            logger.warning("cannot resume saga %r as requested by %s: %s", item.saga_id, by,
+                           error)  # fmt: skip
+
+    async def resume(
+        self, saga_id: str, reason: str, by: str | None, *, request: str | None = None
+    ) -> bool:
+        """Send a ``FAILED`` saga back to compensating; ``False`` if it is not ``FAILED``.
+
+        ``request`` is the inbox entry asking for it, consumed in the same commit.
+        """
+        progress = await self.fold(saga_id)
+        if progress.status is not Status.FAILED:
+            return False
+        definition = self.definition_for(progress)
+        record = Record(seq=progress.seq + 1, kind=Kind.SAGA_RESUMED, at=self.clock.now(),
+                        step=progress.step, data={"reason": reason, "by": by})  # fmt: skip
+        progress.apply(record)
+        state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
+        consumed = [request] if request is not None else []
+        append = Append(
+            saga_id, [(record.seq, encode_record(record))], index_row(progress, state), consumed
+        )
+        if not await self.store.append_if(append, status=Status.FAILED.value):
+            return False
+        self.transitions += 1
+        self.unpark(saga_id)
+        calls = self.observers_for(definition)
+        if calls:
+            await calls.on_transition(record, self.info_of(progress, definition))
+        self.activate(saga_id, progress)
+        return True
 
     # -- what actors use ----------------------------------------------------------------------
 
@@ -205,6 +285,14 @@ class Core:
         if actor is not None:
             actor.mailbox.send_nowait(Wake())
         elif saga_id not in self._parked:
+            self.activate(saga_id)
+
+    def notify(self, saga_id: str) -> None:
+        """The saga's inbox changed in the store behind this runtime's back."""
+        actor = self._actors.get(saga_id)
+        if actor is not None:
+            actor.mailbox.send_nowait(Refresh())
+        elif saga_id not in self._parked and not self.closing:
             self.activate(saga_id)
 
     def deliver(self, saga_id: str, item: InboxItem) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from saga._definition import Saga
 from saga._errors import DefinitionMismatch
+from saga._export import SagaExport
 from saga._fold import Progress, typed_state
 from saga._info import SagaInfo
 from saga._records import Record
@@ -28,13 +29,16 @@ def check_definition(progress: Progress, saga: Saga[Any]) -> None:
         )
 
 
-def replay(records: Iterable[Record], saga: Saga[Any]) -> Iterator[tuple[Record, SagaInfo]]:
+def replay(
+    records: Iterable[Record] | SagaExport, saga: Saga[Any]
+) -> Iterator[tuple[Record, SagaInfo]]:
     """Fold a saga's log, yielding each record with the `SagaInfo` right after it.
 
     This is the same fold recovery uses; it runs no step code and calls no observer.
 
     Args:
-        records: the saga's log in order, from ``runtime.history`` or an export.
+        records: the saga's log in order, from ``runtime.history``, or a `SagaExport`
+            (``runtime.export``, ``SagaExport.from_json``).
         saga: the definition the log was written by (its state type types ``info.state``).
 
     Yields:
@@ -43,7 +47,11 @@ def replay(records: Iterable[Record], saga: Saga[Any]) -> Iterator[tuple[Record,
     Raises:
         DefinitionMismatch: the log was written by another definition or other steps.
         CorruptLog: the records do not form a valid log.
+        ValueError: an export of a format this version cannot read.
     """
+    if isinstance(records, SagaExport):
+        records.check()
+        records = records.records
     progress: Progress | None = None
     for record in records:
         if progress is None:

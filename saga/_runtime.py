@@ -5,7 +5,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
-import math
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
@@ -25,12 +24,14 @@ from saga._errors import (
     SagaExists,
     UnknownSaga,
 )
+from saga._export import SagaExport
 from saga._fold import Progress
 from saga._handle import SagaHandle
 from saga._info import ErrorInfo, SagaInfo, Status
 from saga._observer import Observer
 from saga._records import Kind, Record, decode_payload, decode_record, encode_payload, encode_record
-from saga._store import Append, InboxItem, SendResult, Store, open_store
+from saga._requests import encode_request
+from saga._store import InboxItem, InboxKind, SendResult, Store, open_store
 from saga._store._base import DeadLetterRow
 from saga._validate import check_name
 
@@ -142,8 +143,9 @@ class Runtime:
         try:
             core.tg = await stack.enter_async_context(anyio.create_task_group())
             stack.push_async_callback(core.stop_actors)
-            await core.recover()
+            mark = await core.recover()
             core.tg.start_soon(core.timers.run)
+            core.tg.start_soon(core.watch_inbox, mark)
         except BaseException:
             await stack.aclose()
             raise
@@ -272,37 +274,49 @@ class Runtime:
             self._core.deliver(saga_id, item)
         return event_id
 
-    async def abort(self, saga_id: str, reason: str) -> None:
-        """Stop a saga where it is and compensate; durable before it returns.
+    async def abort(self, saga_id: str, reason: str, *, by: str = "api") -> None:
+        """Operator action: stop a saga where it is and compensate; durable before it returns.
 
         The current step counts as the failing step. A handler that is running finishes
-        first; a saga already compensating or terminal is left as it is.
+        first; a saga already compensating or terminal is left as it is. The log records
+        ``abort_requested`` with ``reason`` and ``by``.
+
+        Args:
+            saga_id: the saga.
+            reason: why, for the log and for ``SagaInfo.error``.
+            by: who asked (a user, a service); the command line gives ``cli:user@host``.
 
         Raises:
             UnknownSaga: no saga has this id.
+            TypeError / ValueError: a bad ``reason`` or ``by``.
         """
         self._core.running()
         check_name(saga_id, "saga_id")
-        if not isinstance(reason, str):
-            raise TypeError(f"reason must be a str, got {type(reason).__name__}")
-        body = encode_payload(reason, "reason", self._core.max_payload_bytes)
+        body = encode_request(reason, by, self._core.max_payload_bytes)
         event_id = "abort-" + uuid.uuid4().hex
         now = self._core.clock.now()
+        kind = InboxKind.ABORT
         result = await self._core.store.send(
-            saga_id, event_id, kind="abort", name="abort", key=None, payload=body, sent_at=now
+            saga_id, event_id, kind=kind, name="abort", key=None, payload=body, sent_at=now
         )
         if result is SendResult.UNKNOWN:
             raise UnknownSaga(f"no saga with id {saga_id!r}")
         if result is SendResult.STORED:
-            self._core.deliver(
-                saga_id, InboxItem(0, saga_id, event_id, "abort", "abort", None, body, now)
-            )
+            item = InboxItem(0, saga_id, event_id, InboxKind.ABORT, "abort", None, body, now)
+            self._core.deliver(saga_id, item)
 
-    async def resume(self, saga_id: str, reason: str = "operator resume") -> bool:
+    async def resume(
+        self, saga_id: str, reason: str = "operator resume", *, by: str = "api"
+    ) -> bool:
         """Operator action: send a ``FAILED`` saga back to ``COMPENSATING``.
 
         The remaining compensations run again, each with a fresh retry budget, starting
-        with the one that failed.
+        with the one that failed. The log records ``saga_resumed`` with ``reason`` and ``by``.
+
+        Args:
+            saga_id: the saga.
+            reason: why it may continue now (what was fixed).
+            by: who resumed it.
 
         Returns:
             ``True`` if the saga was resumed; ``False`` if it was not ``FAILED``.
@@ -310,27 +324,12 @@ class Runtime:
         Raises:
             UnknownSaga: no saga has this id.
             DefinitionMismatch: its definition is not registered with this runtime.
+            TypeError / ValueError: a bad ``reason`` or ``by``.
         """
         self._core.running()
         check_name(saga_id, "saga_id")
-        progress = await self._core.fold(saga_id)
-        if progress.status is not Status.FAILED:
-            return False
-        definition = self._core.definition_for(progress)
-        record = Record(seq=progress.seq + 1, kind=Kind.SAGA_RESUMED, at=self._core.clock.now(),
-                        step=progress.step, data={"reason": reason})  # fmt: skip
-        progress.apply(record)
-        state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
-        append = Append(saga_id, [(record.seq, encode_record(record))], index_row(progress, state))
-        if not await self._core.store.append_if(append, status=Status.FAILED.value):
-            return False
-        self._core.transitions += 1
-        self._core.unpark(saga_id)
-        calls = self._core.observers_for(definition)
-        if calls:
-            await calls.on_transition(record, self._core.info_of(progress, definition))
-        self._core.activate(saga_id, progress)
-        return True
+        encode_request(reason, by, self._core.max_payload_bytes)  # the same checks as abort
+        return await self._core.resume(saga_id, reason, by)
 
     async def get(self, saga_id: str) -> SagaInfo:
         """The saga's current `SagaInfo`. Raises `UnknownSaga`."""
@@ -372,6 +371,18 @@ class Runtime:
             check_name(saga_id, "saga_id")
         rows = await self._core.store.dead_letters(saga_id, limit)
         return [_dead_letter(row) for row in rows]
+
+    async def export(self, saga_id: str) -> SagaExport:
+        """The saga's whole log as one self-contained document, for `saga.replay` elsewhere.
+
+        Returns:
+            A `SagaExport` (``to_json()`` to store it, ``SagaExport.from_json`` to read it).
+
+        Raises:
+            UnknownSaga: no saga has this id.
+            CorruptLog: a record cannot be decoded.
+        """
+        return SagaExport.from_records(await self.history(saga_id), self._core.clock.now())
 
     def handle(self, saga_id: str) -> SagaHandle:
         """A handle on ``saga_id`` (no I/O; the id is checked when used)."""

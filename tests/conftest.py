@@ -5,7 +5,7 @@ import pytest
 from saga.testing import FakeClock
 
 # Shared suites live outside test_*.py files; give their asserts pytest's detailed messages.
-pytest.register_assert_rewrite("store_contract")
+pytest.register_assert_rewrite("store_contract", "store_contract_base", "store_contract_requests")
 
 
 @pytest.fixture

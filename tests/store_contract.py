@@ -1,7 +1,8 @@
 """The `Store` contract: one test suite, written once, run against every backend.
 
 A backend's test module subclasses `StoreContract` and provides the ``store`` fixture (an
-opened, empty store, closed after the test). This module is not collected by itself: the
+opened, empty store, closed after the test) and the ``peer`` fixture (a second instance on
+the same data, as another process opens it). This module is not collected by itself: the
 class is not named ``Test*``, and the file does not match ``test_*.py``.
 
 The suite speaks only the interface of ``saga/_store/_base.py``. Records and states are
@@ -10,91 +11,20 @@ opaque bytes here: a store keeps them, it never decodes them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
 import anyio
 import pytest
+from store_contract_base import T0, TERMINAL, ContractBase, body, records, row
+from store_contract_requests import RequestContract
 
 from saga import StoreError
 from saga._store import Append, SagaRow, SendResult, Store
 
-T0 = 1_800_000_000.0
-TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
+__all__ = ["T0", "TERMINAL", "StoreContract", "body", "records", "row"]
 
 
-def row(
-    saga_id: str,
-    *,
-    seq: int = 1,
-    status: str = "RUNNING",
-    name: str = "trip",
-    version: int = 1,
-    step: str | None = "Reserve",
-    created_at: float = T0,
-    wake_at: float | None = None,
-    error: bytes | None = None,
-) -> SagaRow:
-    """An index row; ``state`` and ``updated_at`` follow ``seq`` so each row is distinct."""
-    return SagaRow(
-        saga_id=saga_id,
-        name=name,
-        version=version,
-        status=status,
-        step=step,
-        created_at=created_at,
-        updated_at=created_at + seq,
-        seq=seq,
-        wake_at=wake_at,
-        state=b"state-%d" % seq,
-        error=error,
-    )
-
-
-def body(saga_id: str, seq: int) -> bytes:
-    """An opaque record body."""
-    return f"{saga_id}#{seq}".encode()
-
-
-def records(saga_id: str, first: int, last: int) -> list[tuple[int, bytes]]:
-    return [(seq, body(saga_id, seq)) for seq in range(first, last + 1)]
-
-
-class StoreContract:
-    """What every `Store` backend must do. Subclasses provide the ``store`` fixture."""
-
-    pytestmark = pytest.mark.anyio
-
-    @pytest.fixture
-    async def store(self) -> AsyncIterator[Store]:
-        """An opened, empty store, closed after the test. Each backend overrides this."""
-        raise NotImplementedError("a backend's test class provides the store fixture")
-        yield  # noqa: PT022  # pragma: no cover
-
-    # -- helpers ------------------------------------------------------------------------------
-
-    async def started(self, store: Store, saga_id: str, **fields: Any) -> SagaRow:
-        first = row(saga_id, **fields)
-        assert await store.start(first, body(saga_id, 1)) is None
-        return first
-
-    async def send(self, store: Store, saga_id: str, event_id: str, *, name: str = "paid",
-                   key: str | None = None, kind: str = "event", sent_at: float = T0,
-                   ) -> SendResult:  # fmt: skip
-        payload = f"payload:{event_id}".encode()
-        return await store.send(saga_id, event_id, kind=kind, name=name, key=key,
-                                payload=payload, sent_at=sent_at)  # fmt: skip
-
-    async def close_saga(self, store: Store, saga_id: str, seq: int, reason: str) -> SagaRow:
-        """Append a terminal record after ``seq``; returns the new index row."""
-        current = await store.saga(saga_id)
-        assert current is not None
-        final = row(saga_id, seq=seq + 1, status="COMPLETED", step=None,
-                    name=current.name, created_at=current.created_at)  # fmt: skip
-        await store.append(
-            Append(saga_id, records(saga_id, seq + 1, seq + 1), final, closed=reason)
-        )
-        return final
+class StoreContract(RequestContract, ContractBase):
+    """What every `Store` backend must do. Subclasses provide the ``store`` and ``peer``
+    fixtures (see `ContractBase`); the operator requests part is `RequestContract`."""
 
     # -- start --------------------------------------------------------------------------------
 

@@ -66,7 +66,7 @@ async def test_abort_while_waiting_compensates_the_waiting_step_too() -> None:
         ("saga_compensated", None),
     ]
     aborted = of_kind(records, "abort_requested")[0]
-    assert aborted.data == {"reason": "customer cancelled", "effective": True}
+    assert aborted.data == {"reason": "customer cancelled", "by": "api", "effective": True}
     started = of_kind(records, "compensation_started")[0]
     assert (started.data["failed_step"], started.data["steps"]) == ("Hold", ["Hold", "a"])
     assert started.data["error"]["message"] == "customer cancelled"
@@ -125,7 +125,7 @@ async def test_abort_while_a_handler_runs_takes_effect_after_it_returns(
     ]
     assert records[2].data["state"]["n"] == 42
     aborted, started = records[3], records[4]
-    assert aborted.data == {"reason": "stop", "effective": True}
+    assert aborted.data == {"reason": "stop", "by": "api", "effective": True}
     # the step running when the abort came is the failing step, whether or not it completed
     assert aborted.step == "Slow"
     assert (started.data["failed_step"], started.data["steps"]) == ("Slow", ["Slow"])
@@ -223,6 +223,7 @@ async def test_abort_during_compensation_does_nothing() -> None:
     ]
     assert of_kind(records, "abort_requested")[0].data == {
         "reason": "while compensating",
+        "by": "api",
         "effective": False,
     }
     assert kinds(records).count("compensation_started") == 1
@@ -251,7 +252,11 @@ async def test_an_abort_is_durable_before_it_returns(tmp_path: Path) -> None:
         info = await runtime.handle("s").result(timeout=5)
         records = await runtime.history("s")
     assert info.status is saga.Status.COMPENSATED
-    assert of_kind(records, "abort_requested")[0].data == {"reason": "shutdown", "effective": True}
+    assert of_kind(records, "abort_requested")[0].data == {
+        "reason": "shutdown",
+        "by": "api",
+        "effective": True,
+    }
     assert calls == ["Hold.run", "Hold.compensate"]
 
 

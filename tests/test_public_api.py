@@ -17,8 +17,8 @@ import saga
 EXPECTED_ALL = [
     "CorruptLog", "DeadLetter", "DefinitionMismatch", "ErrorInfo", "Event", "NotASagaStore",
     "Observer", "PayloadTooLarge", "PoisonStep", "Record", "RetryPolicy", "Runtime", "Saga",
-    "SagaClosed", "SagaError", "SagaExists", "SagaHandle", "SagaInfo", "Status", "Step",
-    "StepContext", "StepOutcome", "StepTimeout", "StoreError", "UnknownDefinition",
+    "SagaClosed", "SagaError", "SagaExists", "SagaExport", "SagaHandle", "SagaInfo", "Status",
+    "Step", "StepContext", "StepOutcome", "StepTimeout", "StoreError", "UnknownDefinition",
     "UnknownSaga", "Wait", "replay", "wait_for",
 ]  # fmt: skip
 

@@ -23,6 +23,17 @@ from saga._store._sqlite import SQLiteStore
 pytestmark = pytest.mark.anyio
 
 
+async def _client_of(store: Store) -> AsyncIterator[Store]:
+    """What another process (the ``saga`` command line) opens on the same file."""
+    assert isinstance(store, SQLiteStore)
+    client = SQLiteStore(store.path, access="client")
+    await client.open()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
 class TestSQLiteFileStore(StoreContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
@@ -32,6 +43,11 @@ class TestSQLiteFileStore(StoreContract):
             yield store
         finally:
             await store.close()
+
+    @pytest.fixture
+    async def peer(self, store: Store) -> AsyncIterator[Store]:
+        async for client in _client_of(store):
+            yield client
 
 
 class TestSQLiteTemporaryStore(StoreContract):
@@ -43,6 +59,11 @@ class TestSQLiteTemporaryStore(StoreContract):
             yield store
         finally:
             await store.close()
+
+    @pytest.fixture
+    async def peer(self, store: Store) -> AsyncIterator[Store]:
+        async for client in _client_of(store):
+            yield client
 
 
 async def _pragma(conn: aiosqlite.Connection | None, name: str) -> Any:
@@ -104,7 +125,7 @@ async def test_a_new_file_gets_the_schema_marker_and_version(tmp_path: Path) -> 
     store = SQLiteStore(str(path))
     await store.open()
     await store.close()
-    assert _meta(path) == {"format": "saga-store", "schema_version": "1"}
+    assert _meta(path) == {"format": "saga-store", "schema_version": "2"}
 
 
 async def test_reopening_a_store_keeps_everything(tmp_path: Path) -> None:
@@ -143,7 +164,7 @@ async def test_reopening_a_store_keeps_everything(tmp_path: Path) -> None:
         assert result is SendResult.DUPLICATE
     finally:
         await store.close()
-    assert _meta(Path(path)) == {"format": "saga-store", "schema_version": "1"}
+    assert _meta(Path(path)) == {"format": "saga-store", "schema_version": "2"}
 
 
 async def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
@@ -152,15 +173,15 @@ async def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
     await store.open()
     await store.close()
     with sqlite3.connect(path) as conn:  # a file written by a future saga
-        conn.execute("UPDATE saga_meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute("UPDATE saga_meta SET value = '99' WHERE key = 'schema_version'")
 
-    with pytest.raises(StoreError, match="schema version 2") as caught:
+    with pytest.raises(StoreError, match="schema version 99") as caught:
         await SQLiteStore(str(path)).open()
     assert not isinstance(caught.value, NotASagaStore)
-    assert _meta(path)["schema_version"] == "2"  # left as it was
+    assert _meta(path)["schema_version"] == "99"  # left as it was
 
     with sqlite3.connect(path) as conn:  # the refusal released the file
-        conn.execute("UPDATE saga_meta SET value = '1' WHERE key = 'schema_version'")
+        conn.execute("UPDATE saga_meta SET value = '2' WHERE key = 'schema_version'")
     store = SQLiteStore(str(path))
     await store.open()
     await store.close()

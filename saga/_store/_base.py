@@ -13,7 +13,16 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
-__all__ = ["Append", "DeadLetterRow", "InboxItem", "SagaRow", "SendResult", "Store"]
+__all__ = [
+    "Append",
+    "DeadLetterRow",
+    "InboxItem",
+    "InboxKind",
+    "SagaRow",
+    "SendResult",
+    "Store",
+    "StoreStats",
+]
 
 
 class SagaRow(msgspec.Struct):
@@ -33,8 +42,19 @@ class SagaRow(msgspec.Struct):
     annotations: bytes | None = None
 
 
+class InboxKind:
+    """What an inbox entry is (`InboxItem.kind`)."""
+
+    EVENT = "event"  # for a step's wait; a dead letter if the saga ends without taking it
+    ABORT = "abort"  # an operator's abort request, taken by the saga's actor
+    RESUME = "resume"  # an operator's resume request for a FAILED saga, taken by the runtime
+
+
 class InboxItem(msgspec.Struct, frozen=True):
-    """A pending entry of a saga's inbox: an event (``kind="event"``) or an abort request."""
+    """A pending entry of a saga's inbox: an event or an operator request (see `InboxKind`).
+
+    ``id`` grows with every entry written to the store, in commit order.
+    """
 
     id: int
     saga_id: str
@@ -65,7 +85,20 @@ class SendResult(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"
     UNKNOWN = "unknown"
-    CLOSED = "closed"
+    CLOSED = "closed"  # an event or abort for a terminal saga
+    REFUSED = "refused"  # a resume request for a saga that is not FAILED
+
+
+class StoreStats(msgspec.Struct, frozen=True):
+    """What `Store.stats` counts.
+
+    Attributes:
+        counts: ``(name, status, number of sagas)`` for every pair that has any.
+        oldest_waiting: the ``WAITING`` saga whose wait began first, if any.
+    """
+
+    counts: list[tuple[str, str, int]]
+    oldest_waiting: SagaRow | None
 
 
 class Append(msgspec.Struct):
@@ -116,7 +149,11 @@ class Store(abc.ABC):
         sent_at: float,
         headers: bytes | None = None,
     ) -> SendResult:
-        """Add to an open saga's inbox, unless this ``event_id`` is already there."""
+        """Add to a saga's inbox, unless this ``event_id`` is already there (checked first).
+
+        An event or an abort needs the saga open (else ``CLOSED``); a resume request needs
+        it ``FAILED`` (else ``REFUSED``). The check and the insert are one transaction.
+        """
 
     @abc.abstractmethod
     async def append(self, append: Append) -> None:
@@ -151,6 +188,30 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def with_pending_inbox(self) -> set[str]:
         """Ids of the sagas that have anything pending in their inbox."""
+
+    @abc.abstractmethod
+    async def pending_inbox(self, kind: str) -> list[InboxItem]:
+        """Every saga's pending inbox entries of one ``kind``, oldest first."""
+
+    @abc.abstractmethod
+    async def inbox_mark(self) -> int:
+        """A position in the inbox: entries committed after this call have a greater ``id``."""
+
+    @abc.abstractmethod
+    async def foreign_inbox(self, after: int) -> tuple[list[InboxItem], int]:
+        """Pending entries after the mark ``after`` that another store instance wrote.
+
+        This is how a runtime learns of requests and events from other processes (the
+        ``saga`` command line) on the same store.
+
+        Returns:
+            The entries, oldest first, and the mark to pass next time (past this instance's
+            own entries too, so they are never read again).
+        """
+
+    @abc.abstractmethod
+    async def stats(self) -> StoreStats:
+        """Saga counts by name and status, and the saga waiting longest."""
 
     @abc.abstractmethod
     async def due(self, until: float) -> list[tuple[str, float]]:

@@ -3,6 +3,11 @@
 Writes go through `GroupCommitWriter` on a dedicated connection (``BEGIN IMMEDIATE``);
 reads go through a second, read-only connection, so they never wait behind a commit.
 An exclusive lock file keeps a second runtime off the same file.
+
+Other processes (the ``saga`` command line) open the file without the lock, as a
+``"read"`` store (a read-only connection: they cannot block or change the service) or a
+``"client"`` store that may only `send` requests, each in one short transaction that the
+owning runtime then picks up (`foreign_inbox`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import urllib.parse
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -28,12 +35,16 @@ from saga._store._base import (
     SagaRow,
     SendResult,
     Store,
+    StoreStats,
 )
 from saga._store._sqlite_batch import ROW_COLUMNS, AppendOp, SendOp, StartOp, commit_batch, saga_row
-from saga._store._sqlite_schema import MARKER, SCHEMA, SCHEMA_VERSION
+from saga._store._sqlite_schema import check_schema, create_or_upgrade_schema
 from saga._store._writer import GroupCommitWriter, Op
 
-__all__ = ["SQLiteStore"]
+__all__ = ["ACCESS_MODES", "SQLiteStore"]
+
+ACCESS_MODES = ("owner", "client", "read")
+_INBOX_COLUMNS = "id, saga_id, event_id, kind, name, key, payload, sent_at, headers"
 
 
 class SQLiteStore(Store):
@@ -47,6 +58,10 @@ class SQLiteStore(Store):
             always a power loss).
         busy_timeout: seconds a connection waits for a lock held by another connection.
         max_batch: most operations committed in one transaction.
+        access: ``"owner"`` (the default: the runtime's store; takes the lock, creates or
+            upgrades the schema), ``"client"`` (no lock; the file must be a saga store;
+            only `send` writes, for requests to the owner) or ``"read"`` (no lock, a
+            read-only connection, no writes at all).
     """
 
     def __init__(
@@ -56,9 +71,19 @@ class SQLiteStore(Store):
         durability: str = "full",
         busy_timeout: float = 5.0,
         max_batch: int = 1000,
+        access: str = "owner",
     ) -> None:
         if durability not in ("full", "normal"):
             raise ValueError(f"durability must be 'full' or 'normal', got {durability!r}")
+        if access not in ACCESS_MODES:
+            raise ValueError(f"access must be one of {ACCESS_MODES}, got {access!r}")
+        if path is None and access != "owner":
+            raise ValueError(
+                "sqlite:///:memory: is private to the process that opened it; "
+                "name a store file instead"
+            )
+        self.access = access
+        self.origin = uuid.uuid4().hex  # stamps this instance's inbox entries
         self._temp_dir: str | None = None
         if path is None:
             self._temp_dir = tempfile.mkdtemp(prefix="saga-")
@@ -85,11 +110,14 @@ class SQLiteStore(Store):
             raise StoreError(
                 f"cannot open store {self.path!r}: directory {directory!r} does not exist"
             )
+        if self.access != "owner":
+            await self._open_shared()
+            return
         lock_existed = os.path.exists(self.path + ".lock")
         self._lock()
         try:
             self._wconn = await self._connect()
-            await self._check_or_create_schema(self._wconn)
+            await create_or_upgrade_schema(self._wconn, self.path)
             self._rconn = await self._connect()
             await self._rconn.execute_fetchall("PRAGMA query_only = ON")
         except BaseException:
@@ -98,6 +126,29 @@ class SQLiteStore(Store):
                     os.unlink(self.path + ".lock")
             await self._disconnect()
             raise
+        await self._start_writer()
+
+    async def _open_shared(self) -> None:
+        """Open without the lock, for a process other than the owning runtime."""
+        if not os.path.isfile(self.path):
+            raise StoreError(f"no saga store at {self.path!r}: the file does not exist")
+        try:
+            self._rconn = await self._connect("ro")
+            version = await check_schema(self._rconn, self.path)
+            if self.access == "client":
+                if version < 2:
+                    raise StoreError(
+                        f"{self.path!r} was written by an older saga (schema {version}); "
+                        "open it once with a Runtime of this version to upgrade it"
+                    )
+                self._wconn = await self._connect("rw")
+        except BaseException:
+            await self._disconnect()
+            raise
+        if self._wconn is not None:
+            await self._start_writer()
+
+    async def _start_writer(self) -> None:
         self._writer = GroupCommitWriter(self._commit, self._rollback, max_batch=self._max_batch)
         self._exit = contextlib.AsyncExitStack()
         self._tg = await self._exit.enter_async_context(anyio.create_task_group())
@@ -129,9 +180,15 @@ class SQLiteStore(Store):
             ) from None
         self._lock_fd = fd
 
-    async def _connect(self) -> aiosqlite.Connection:
+    async def _connect(self, mode: str | None = None) -> aiosqlite.Connection:
+        """A connection; ``mode`` ``"ro"`` / ``"rw"`` opens an existing file only."""
         try:
-            conn = await aiosqlite.connect(self.path, isolation_level=None)
+            if mode is None:
+                conn = await aiosqlite.connect(self.path, isolation_level=None)
+            else:
+                quoted = urllib.parse.quote(os.path.abspath(self.path))
+                uri = f"file:{quoted}?mode={mode}"
+                conn = await aiosqlite.connect(uri, isolation_level=None, uri=True)
         except sqlite3.Error as error:
             raise StoreError(f"cannot open store {self.path!r}: {error}") from error
         try:
@@ -141,44 +198,6 @@ class SQLiteStore(Store):
             await conn.close()
             raise NotASagaStore(f"{self.path!r} is not a saga store: {error}") from error
         return conn
-
-    async def _check_or_create_schema(self, conn: aiosqlite.Connection) -> None:
-        """Create the schema in an empty file, check it in a saga store, touch nothing else."""
-        list_tables = "SELECT name FROM sqlite_master WHERE type = 'table'"
-        try:
-            tables = {row[0] for row in await conn.execute_fetchall(list_tables)}
-            if tables and "saga_meta" not in tables:
-                raise NotASagaStore(f"{self.path!r} is a SQLite database but not a saga store")
-            await conn.execute_fetchall("PRAGMA journal_mode = WAL")
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                tables = {row[0] for row in await conn.execute_fetchall(list_tables)}
-                if not tables:
-                    for statement in SCHEMA.split(";"):
-                        if statement.strip():
-                            await conn.execute(statement)
-                    await conn.executemany(
-                        "INSERT INTO saga_meta (key, value) VALUES (?, ?)",
-                        [("format", MARKER), ("schema_version", str(SCHEMA_VERSION))],
-                    )
-                else:
-                    rows = await conn.execute_fetchall("SELECT key, value FROM saga_meta")
-                    meta: dict[str, str] = {k: v for k, v in rows}
-                    if meta.get("format") != MARKER:
-                        raise NotASagaStore(f"{self.path!r} is not a saga store")
-                    version = int(meta.get("schema_version", "0"))
-                    if version > SCHEMA_VERSION:
-                        raise StoreError(
-                            f"{self.path!r} has schema version {version}; this saga "
-                            f"understands up to {SCHEMA_VERSION}: upgrade saga"
-                        )
-                await conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    await conn.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as error:
-            raise NotASagaStore(f"{self.path!r} is not a saga store: {error}") from error
 
     async def _disconnect(self) -> None:
         for conn in (self._rconn, self._wconn):
@@ -205,7 +224,12 @@ class SQLiteStore(Store):
             raise StoreError("the store is not open")
         return self._rconn
 
-    def _submit_target(self) -> GroupCommitWriter:
+    def _submit_target(self, op: str = "send") -> GroupCommitWriter:
+        if self.access == "read" or (self.access == "client" and op != "send"):
+            raise StoreError(
+                f"this store was opened with access={self.access!r}: it cannot {op}; "
+                "only the runtime that owns the store writes its logs"
+            )
         if self._writer is None:
             raise StoreError("the store is not open")
         return self._writer
@@ -213,7 +237,7 @@ class SQLiteStore(Store):
     # -- writes -------------------------------------------------------------------------------
 
     async def start(self, row: SagaRow, first: bytes) -> SagaRow | None:
-        return await self._submit_target().submit(StartOp(row, first))
+        return await self._submit_target("start").submit(StartOp(row, first))
 
     async def send(
         self,
@@ -231,17 +255,17 @@ class SQLiteStore(Store):
         return await self._submit_target().submit(op)
 
     async def append(self, append: Append) -> None:
-        await self._submit_target().submit(AppendOp(append, None))
+        await self._submit_target("append").submit(AppendOp(append, None))
 
     async def append_if(self, append: Append, *, status: str) -> bool:
-        return await self._submit_target().submit(AppendOp(append, status))
+        return await self._submit_target("append").submit(AppendOp(append, status))
 
     async def _rollback(self) -> None:
         if self._w.in_transaction:
             await self._w.execute("ROLLBACK")
 
     async def _commit(self, batch: Sequence[Op[Any]]) -> None:
-        await commit_batch(self._w, batch)
+        await commit_batch(self._w, batch, self.origin)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -302,11 +326,47 @@ class SQLiteStore(Store):
 
     async def inbox(self, saga_id: str) -> list[InboxItem]:
         rows = await self._fetchall(
-            "SELECT id, saga_id, event_id, kind, name, key, payload, sent_at, headers "
-            "FROM saga_inbox WHERE saga_id = ? AND status = 0 ORDER BY id",
+            f"SELECT {_INBOX_COLUMNS} FROM saga_inbox WHERE saga_id = ? AND status = 0 ORDER BY id",
             (saga_id,),
         )
         return [InboxItem(*r) for r in rows]
+
+    async def pending_inbox(self, kind: str) -> list[InboxItem]:
+        rows = await self._fetchall(
+            f"SELECT {_INBOX_COLUMNS} FROM saga_inbox WHERE status = 0 AND kind = ? ORDER BY id",
+            (kind,),
+        )
+        return [InboxItem(*r) for r in rows]
+
+    async def inbox_mark(self) -> int:
+        # AUTOINCREMENT ids never go back, and SQLite has one writer at a time, so ids are
+        # handed out in commit order: nothing can later commit below this mark.
+        rows = await self._fetchall("SELECT max(id) FROM saga_inbox")
+        return int(rows[0][0] or 0)
+
+    async def foreign_inbox(self, after: int) -> tuple[list[InboxItem], int]:
+        mark = max(after, await self.inbox_mark())
+        if mark == after:
+            return [], mark
+        rows = await self._fetchall(
+            f"SELECT {_INBOX_COLUMNS} FROM saga_inbox WHERE id > ? AND id <= ? AND status = 0 "
+            "AND origin IS NOT ? ORDER BY id",
+            (after, mark, self.origin),
+        )
+        return [InboxItem(*r) for r in rows], mark
+
+    async def stats(self) -> StoreStats:
+        counts = await self._fetchall(
+            "SELECT name, status, count(*) FROM sagas GROUP BY name, status ORDER BY name, status"
+        )
+        oldest = await self._fetchall(
+            f"SELECT {ROW_COLUMNS} FROM sagas WHERE status = 'WAITING' "
+            "ORDER BY updated_at, rowid LIMIT 1"
+        )
+        return StoreStats(
+            counts=[(name, status, int(n)) for name, status, n in counts],
+            oldest_waiting=saga_row(oldest[0]) if oldest else None,
+        )
 
     async def with_pending_inbox(self) -> set[str]:
         rows = await self._fetchall("SELECT DISTINCT saga_id FROM saga_inbox WHERE status = 0")

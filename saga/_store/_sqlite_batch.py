@@ -13,7 +13,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from saga._store._base import Append, SagaRow, SendResult
+from saga._store._base import Append, InboxKind, SagaRow, SendResult
 from saga._store._writer import Op
 
 __all__ = ["ROW_COLUMNS", "AppendOp", "SendOp", "StartOp", "commit_batch", "saga_row"]
@@ -73,8 +73,11 @@ class AppendOp(Op[bool]):
         self.status = status
 
 
-async def commit_batch(conn: aiosqlite.Connection, batch: Sequence[Op[Any]]) -> None:
-    """One transaction for the whole batch: a few statements, whatever its size."""
+async def commit_batch(conn: aiosqlite.Connection, batch: Sequence[Op[Any]], origin: str) -> None:
+    """One transaction for the whole batch: a few statements, whatever its size.
+
+    Inbox entries are stamped with ``origin``, the writing store instance.
+    """
     await conn.execute("BEGIN IMMEDIATE")
     # What the checks need, read once for the batch.
     checked = sorted(
@@ -121,13 +124,15 @@ async def commit_batch(conn: aiosqlite.Connection, batch: Sequence[Op[Any]]) -> 
                 result = SendResult.DUPLICATE
             elif target is None:
                 result = SendResult.UNKNOWN
-            elif target.status in _TERMINAL:
+            elif op.kind == InboxKind.RESUME and target.status != "FAILED":
+                result = SendResult.REFUSED
+            elif op.kind != InboxKind.RESUME and target.status in _TERMINAL:
                 result = SendResult.CLOSED
             else:
                 result = SendResult.STORED
                 seen_events.add((op.saga_id, op.event_id))
                 inbox_rows.append((op.saga_id, op.event_id, op.kind, op.name, op.key,
-                                   op.payload, op.sent_at, op.headers))  # fmt: skip
+                                   op.payload, op.sent_at, op.headers, origin))  # fmt: skip
             results.append((op, result))
         else:
             assert isinstance(op, AppendOp)
@@ -157,8 +162,8 @@ async def commit_batch(conn: aiosqlite.Connection, batch: Sequence[Op[Any]]) -> 
     if inbox_rows:
         await conn.executemany(
             "INSERT INTO saga_inbox "
-            "(saga_id, event_id, kind, name, key, payload, sent_at, headers) "
-            "VALUES (?,?,?,?,?,?,?,?)",
+            "(saga_id, event_id, kind, name, key, payload, sent_at, headers, origin) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
             inbox_rows,
         )
     if log_rows:

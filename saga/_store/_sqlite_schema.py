@@ -1,11 +1,22 @@
-"""The SQLite store's schema, versioned in ``saga_meta``."""
+"""The SQLite store's schema, versioned in ``saga_meta``, and the checks that open a file.
+
+The runtime that owns a file creates the schema in an empty file and upgrades an older
+one; a client (the ``saga`` command line) only checks it and never writes a schema.
+"""
 
 from __future__ import annotations
 
-__all__ = ["MARKER", "SCHEMA", "SCHEMA_VERSION"]
+import contextlib
+import sqlite3
+
+import aiosqlite
+
+from saga._errors import NotASagaStore, StoreError
+
+__all__ = ["MARKER", "SCHEMA", "SCHEMA_VERSION", "check_schema", "create_or_upgrade_schema"]
 
 MARKER = "saga-store"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE saga_meta (
@@ -54,8 +65,95 @@ CREATE TABLE saga_inbox (
     headers BLOB,
     status INTEGER NOT NULL DEFAULT 0,
     reason TEXT,
+    origin TEXT,
     UNIQUE (saga_id, event_id)
 );
 CREATE INDEX saga_inbox_pending ON saga_inbox (saga_id, id) WHERE status = 0;
 CREATE INDEX saga_inbox_dead ON saga_inbox (id) WHERE status = 2;
 """
+
+# Statements that bring a file from the previous version to this one.
+MIGRATIONS: dict[int, list[str]] = {
+    # 2: inbox entries name the store instance that wrote them, so a runtime can tell
+    # requests from other processes (the command line) from its own writes.
+    2: ["ALTER TABLE saga_inbox ADD COLUMN origin TEXT"],
+}
+
+_LIST_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table'"
+
+
+async def check_schema(conn: aiosqlite.Connection, path: str) -> int:
+    """Check that ``conn`` holds a saga store this version can read; return its version.
+
+    Raises:
+        NotASagaStore: an empty file, another application's database, or not SQLite.
+        StoreError: a schema newer than this version of saga understands.
+    """
+    try:
+        tables = {row[0] for row in await conn.execute_fetchall(_LIST_TABLES)}
+        if "saga_meta" not in tables:
+            raise NotASagaStore(f"{path!r} is not a saga store")
+        rows = await conn.execute_fetchall("SELECT key, value FROM saga_meta")
+    except sqlite3.DatabaseError as error:
+        raise NotASagaStore(f"{path!r} is not a saga store: {error}") from error
+    return _version({k: v for k, v in rows}, path)
+
+
+async def create_or_upgrade_schema(conn: aiosqlite.Connection, path: str) -> None:
+    """Create the schema in an empty file, upgrade an older saga store, touch nothing else.
+
+    Raises:
+        NotASagaStore: another application's database, or not SQLite at all.
+        StoreError: a schema newer than this version of saga understands.
+    """
+    try:
+        tables = {row[0] for row in await conn.execute_fetchall(_LIST_TABLES)}
+        if tables and "saga_meta" not in tables:
+            raise NotASagaStore(f"{path!r} is a SQLite database but not a saga store")
+        await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            tables = {row[0] for row in await conn.execute_fetchall(_LIST_TABLES)}
+            if not tables:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        await conn.execute(statement)
+                await conn.executemany(
+                    "INSERT INTO saga_meta (key, value) VALUES (?, ?)",
+                    [("format", MARKER), ("schema_version", str(SCHEMA_VERSION))],
+                )
+            else:
+                rows = await conn.execute_fetchall("SELECT key, value FROM saga_meta")
+                version = _version({k: v for k, v in rows}, path)
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[target]:
+                        await conn.execute(statement)
+                if version < SCHEMA_VERSION:
+                    await conn.execute(
+                        "UPDATE saga_meta SET value = ? WHERE key = 'schema_version'",
+                        (str(SCHEMA_VERSION),),
+                    )
+            await conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await conn.execute("ROLLBACK")
+            raise
+    except sqlite3.DatabaseError as error:
+        raise NotASagaStore(f"{path!r} is not a saga store: {error}") from error
+
+
+def _version(meta: dict[str, str], path: str) -> int:
+    if meta.get("format") != MARKER:
+        raise NotASagaStore(f"{path!r} is not a saga store")
+    try:
+        version = int(meta.get("schema_version", "0"))
+    except ValueError:
+        raise NotASagaStore(f"{path!r} has an unreadable schema version") from None
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path!r} has schema version {version}; this saga understands up to "
+            f"{SCHEMA_VERSION}: upgrade saga"
+        )
+    if version < 1:
+        raise NotASagaStore(f"{path!r} has no usable schema version")
+    return version

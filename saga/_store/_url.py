@@ -22,7 +22,9 @@ def open_store(url: str, **options: Any) -> Store:
         raise TypeError(f"store URL must be a str, got {type(url).__name__}")
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ValueError(f"store URL {url!r} has no scheme; try 'sqlite:///saga.db'")
+        raise ValueError(
+            f"store URL {url!r} has no scheme; for a SQLite file, try 'sqlite:///{url}'"
+        )
     if scheme == "sqlite":
         from saga._store._sqlite import SQLiteStore
 

@@ -1,0 +1,143 @@
+"""The command line's grammar: one sub-command per operator task, each with an example."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from saga._info import Status
+
+__all__ = ["DEFAULT_URL", "build_parser"]
+
+DEFAULT_URL = "sqlite:///saga.db"
+
+_DESCRIPTION = """\
+Look at and steer the sagas in a store, from their logs, while the service runs.
+
+Read commands open the store read-only and never block the service. 'abort' and
+'resume' leave a durable request in the store; the runtime that owns the store
+acts on it within a second (or when it next starts)."""
+
+_EPILOG = """\
+The store is --db URL, else $SAGA_DB, else sqlite:///saga.db.
+Every read command takes --json to print JSON only.
+
+examples:
+  export SAGA_DB=sqlite:///trips.db
+  saga list --status FAILED
+  saga show t-1
+  saga abort t-1 --reason "customer cancelled"
+"""
+
+_EXAMPLES = {
+    "list": "saga list --status WAITING --name book-trip --limit 20",
+    "show": "saga show t-1",
+    "history": "saga history t-1 --json",
+    "replay": "saga replay t-1 --at 5",
+    "abort": 'saga abort t-1 --reason "customer cancelled"',
+    "resume": 'saga resume t-1 --reason "refund service fixed"',
+    "dead-letters": "saga dead-letters t-1",
+    "export": "saga export t-1 -o t-1.json",
+    "stats": "saga stats --json",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit status 1, like every user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _status(text: str) -> Status:
+    try:
+        return Status(text.upper())
+    except ValueError:
+        names = ", ".join(s.value for s in Status)
+        raise argparse.ArgumentTypeError(f"unknown status {text!r}; one of {names}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 3600, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``saga`` argument parser."""
+    parser = _Parser(prog="saga", description=_DESCRIPTION, epilog=_EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--db", metavar="URL", help="the store (default: $SAGA_DB)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, summary: str, *, json: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=summary, description=summary, epilog=f"example:\n  {_EXAMPLES[name]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        # SUPPRESS: a --db given before the command is not reset by the command's default.
+        sub.add_argument("--db", metavar="URL", default=argparse.SUPPRESS,
+                         help="the store (default: $SAGA_DB, else sqlite:///saga.db)")  # fmt: skip
+        if json:
+            sub.add_argument("--json", action="store_true", help="print JSON only")
+        return sub
+
+    sub = command("list", "List sagas, newest first.")
+    sub.add_argument("--status", type=_status, help="only sagas with this status")
+    sub.add_argument("--name", help="only sagas of this definition name")
+    sub.add_argument("--limit", type=_positive, default=50, metavar="K",
+                     help="show at most K sagas (default 50)")  # fmt: skip
+
+    sub = command("show", "Show a saga: its summary and a readable timeline of its log.")
+    sub.add_argument("saga_id", metavar="ID", help="the saga id")
+
+    sub = command("history", "Print a saga's log: every record, as stored.")
+    sub.add_argument("saga_id", metavar="ID", help="the saga id")
+
+    sub = command("replay", "Fold a saga's log up to a record: its status and state then.")
+    sub.add_argument("saga_id", metavar="ID", help="the saga id")
+    sub.add_argument("--at", type=_positive, metavar="SEQ",
+                     help="the record to stop at (default: the last one)")  # fmt: skip
+
+    for name, summary in (
+        ("abort", "Ask the runtime to stop a saga where it is and compensate."),
+        ("resume", "Ask the runtime to run a FAILED saga's remaining compensations again."),
+    ):
+        sub = command(name, summary)
+        sub.add_argument("saga_id", metavar="ID", help="the saga id")
+        if name == "abort":
+            sub.add_argument("--reason", required=True, help="why (recorded in the log)")
+        else:
+            sub.add_argument("--reason", default="resumed from the command line",
+                             help="why it may continue now (recorded in the log)")  # fmt: skip
+        sub.add_argument("--by", metavar="WHO",
+                         help="who asks (recorded; default cli:USER@HOST)")  # fmt: skip
+        sub.add_argument("--wait", type=_seconds, default=3.0, metavar="SECONDS",
+                         help="how long to wait for the runtime to take the request "
+                              "(default 3; 0 returns at once)")  # fmt: skip
+
+    sub = command("dead-letters", "List events no step consumed before their saga ended.")
+    sub.add_argument("saga_id", metavar="ID", nargs="?", help="only this saga's")
+    sub.add_argument("--limit", type=_positive, default=50, metavar="K",
+                     help="show at most K (default 50)")  # fmt: skip
+
+    sub = command("export", "Write a saga's log as one JSON document (saga.SagaExport).")
+    sub.add_argument("saga_id", metavar="ID", help="the saga id")
+    sub.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
+
+    command("stats", "Count sagas by status and by name; find the longest wait.")
+    return parser
