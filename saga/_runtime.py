@@ -31,7 +31,7 @@ from saga._info import ErrorInfo, SagaInfo, Status
 from saga._observer import Observer
 from saga._records import Kind, Record, decode_payload, decode_record, encode_payload, encode_record
 from saga._requests import encode_request
-from saga._store import InboxItem, InboxKind, SendResult, Store, open_store
+from saga._store import InboxItem, InboxKind, SagaRow, SendResult, Store, open_store
 from saga._store._base import DeadLetterRow
 from saga._validate import check_name
 
@@ -199,6 +199,10 @@ class Runtime:
             "steps": list(definition.step_names), "state": decode_payload(encoded),
         }  # fmt: skip
         if calls:
+            # A repeated start must not make observers emit anything (e.g. a stray span).
+            known = await self._core.store.saga(saga_id)
+            if known is not None:
+                return self._existing(definition, known)
             annotations = await calls.on_start(saga_id, definition.name, definition.version)
             if annotations:
                 data["annotations"] = annotations
@@ -207,16 +211,18 @@ class Runtime:
         progress = Progress(first)
         existing = await self._core.store.start(index_row(progress, encoded), encode_record(first))
         if existing is not None:
-            if (existing.name, existing.version) != (definition.name, definition.version):
-                raise SagaExists(
-                    f"saga {saga_id!r} exists as {existing.name!r} version {existing.version}"
-                )
-            return SagaHandle(self, saga_id)
+            return self._existing(definition, existing)
         self._core.transitions += 1
         if calls:
             await calls.on_transition(first, self._core.info_of(progress, definition))
         self._core.activate(saga_id, progress)
         return SagaHandle(self, saga_id)
+
+    def _existing(self, definition: Saga[Any], row: SagaRow) -> SagaHandle:
+        """``start`` of an id that exists: its handle if the definition matches."""
+        if (row.name, row.version) != (definition.name, definition.version):
+            raise SagaExists(f"saga {row.saga_id!r} exists as {row.name!r} version {row.version}")
+        return SagaHandle(self, row.saga_id)
 
     async def send(
         self,

@@ -269,3 +269,19 @@ async def test_without_an_sdk_nothing_is_recorded_and_sagas_run() -> None:
         assert rt.observer_errors == 0
     assert info.status is saga.Status.COMPLETED
     assert info.annotations == {}
+
+
+async def test_starting_an_existing_saga_again_emits_no_span() -> None:
+    provider, exporter = tracing()
+    observer = TracingObserver(tracer_provider=provider)
+    async with saga.Runtime(MEMORY, sagas=[TRIP], observers=[observer]) as rt:
+        await rt.start(TRIP, State(), saga_id="t1")
+        await until_status(rt, "t1", saga.Status.WAITING)
+        before = len(exporter.get_finished_spans())
+        again = await rt.start(TRIP, State(n=99), saga_id="t1")  # same id, same definition
+        after = len(exporter.get_finished_spans())
+        info = await rt.get("t1")
+    assert again.saga_id == "t1"
+    assert after == before
+    assert len(named(exporter.get_finished_spans(), "saga trip")) == 1
+    assert info.state.n == 1  # the first start's state, untouched
