@@ -27,6 +27,7 @@ from saga._errors import UnknownDefinition as UnknownDefinition
 from saga._errors import UnknownSaga as UnknownSaga
 from saga._export import SagaExport as SagaExport
 from saga._handle import SagaHandle as SagaHandle
+from saga._info import DeadLetter as DeadLetter
 from saga._info import ErrorInfo as ErrorInfo
 from saga._info import SagaInfo as SagaInfo
 from saga._info import Status as Status
@@ -35,7 +36,6 @@ from saga._observer import StepOutcome as StepOutcome
 from saga._records import Record as Record
 from saga._replay import replay as replay
 from saga._retry import RetryPolicy as RetryPolicy
-from saga._runtime import DeadLetter as DeadLetter
 from saga._runtime import Runtime as Runtime
 
 __all__ = [

@@ -7,7 +7,10 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["ACTIVE_STATUSES", "ErrorInfo", "SagaInfo", "Status"]
+from saga._records import decode_payload
+from saga._store._base import DeadLetterRow
+
+__all__ = ["ACTIVE_STATUSES", "DeadLetter", "ErrorInfo", "SagaInfo", "Status"]
 
 
 class Status(enum.StrEnum):
@@ -76,3 +79,28 @@ class SagaInfo(msgspec.Struct, frozen=True):
     updated_at: float
     seq: int = 0
     annotations: dict[str, str] = {}
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """An event that no step consumed before its saga ended."""
+
+    saga_id: str
+    event_id: str
+    name: str
+    key: str | None
+    payload: Any
+    sent_at: float
+    reason: str
+
+    @classmethod
+    def from_row(cls, row: DeadLetterRow) -> DeadLetter:
+        """Decode a stored dead letter."""
+        return cls(
+            saga_id=row.saga_id,
+            event_id=row.event_id,
+            name=row.name,
+            key=row.key,
+            payload=decode_payload(row.payload),
+            sent_at=row.sent_at,
+            reason=row.reason,
+        )

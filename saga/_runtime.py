@@ -27,30 +27,17 @@ from saga._errors import (
 from saga._export import SagaExport
 from saga._fold import Progress
 from saga._handle import SagaHandle
-from saga._info import ErrorInfo, SagaInfo, Status
+from saga._info import DeadLetter, ErrorInfo, SagaInfo, Status
 from saga._observer import Observer
 from saga._records import Kind, Record, decode_payload, decode_record, encode_payload, encode_record
 from saga._requests import encode_request
 from saga._store import InboxItem, InboxKind, SagaRow, SendResult, Store, open_store
-from saga._store._base import DeadLetterRow
 from saga._validate import check_name
 
-__all__ = ["DeadLetter", "Runtime"]
+__all__ = ["Runtime"]
 
 logger = logging.getLogger("saga.runtime")
 _error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
-
-
-class DeadLetter(msgspec.Struct, frozen=True):
-    """An event that no step consumed before its saga ended."""
-
-    saga_id: str
-    event_id: str
-    name: str
-    key: str | None
-    payload: Any
-    sent_at: float
-    reason: str
 
 
 class Runtime:
@@ -376,7 +363,7 @@ class Runtime:
         if saga_id is not None:
             check_name(saga_id, "saga_id")
         rows = await self._core.store.dead_letters(saga_id, limit)
-        return [_dead_letter(row) for row in rows]
+        return [DeadLetter.from_row(row) for row in rows]
 
     async def export(self, saga_id: str) -> SagaExport:
         """The saga's whole log as one self-contained document, for `saga.replay` elsewhere.
@@ -393,15 +380,3 @@ class Runtime:
     def handle(self, saga_id: str) -> SagaHandle:
         """A handle on ``saga_id`` (no I/O; the id is checked when used)."""
         return SagaHandle(self, check_name(saga_id, "saga_id"))
-
-
-def _dead_letter(row: DeadLetterRow) -> DeadLetter:
-    return DeadLetter(
-        saga_id=row.saga_id,
-        event_id=row.event_id,
-        name=row.name,
-        key=row.key,
-        payload=decode_payload(row.payload),
-        sent_at=row.sent_at,
-        reason=row.reason,
-    )
