@@ -90,6 +90,12 @@ async def test_the_file_is_in_wal_mode(tmp_path: Path) -> None:
         await store.close()
 
 
+async def _writer_pragma(store: SQLiteStore, name: str) -> Any:
+    """A pragma of the writer's own connection, read on the writer's thread."""
+    assert store._wthread is not None
+    return await store._wthread.call(lambda conn: conn.execute(f"PRAGMA {name}").fetchone()[0])
+
+
 @pytest.mark.parametrize(("durability", "level"), [("full", 2), ("normal", 1)])
 async def test_synchronous_follows_durability(tmp_path: Path, durability: str, level: int) -> None:
     # ``synchronous`` belongs to a connection, not to the file: a fresh sqlite3 connection
@@ -97,7 +103,7 @@ async def test_synchronous_follows_durability(tmp_path: Path, durability: str, l
     store = SQLiteStore(str(tmp_path / "saga.db"), durability=durability)
     await store.open()
     try:
-        assert await _pragma(store._wconn, "synchronous") == level
+        assert await _writer_pragma(store, "synchronous") == level
         assert await _pragma(store._rconn, "synchronous") == level
     finally:
         await store.close()
@@ -108,7 +114,7 @@ async def test_the_temporary_store_skips_fsync_and_is_removed_at_close() -> None
     await store.open()
     directory = os.path.dirname(store.path)
     try:
-        assert await _pragma(store._wconn, "synchronous") == 0
+        assert await _writer_pragma(store, "synchronous") == 0
         assert os.path.exists(store.path)
     finally:
         await store.close()

@@ -37,8 +37,9 @@ from saga._store._base import (
     Store,
     StoreStats,
 )
-from saga._store._sqlite_batch import ROW_COLUMNS, AppendOp, SendOp, StartOp, commit_batch, saga_row
+from saga._store._sqlite_batch import ROW_COLUMNS, AppendOp, SendOp, StartOp, apply_batch, saga_row
 from saga._store._sqlite_schema import check_schema, create_or_upgrade_schema
+from saga._store._thread import ConnectionThread
 from saga._store._writer import GroupCommitWriter, Op
 
 __all__ = ["ACCESS_MODES", "SQLiteStore"]
@@ -96,7 +97,8 @@ class SQLiteStore(Store):
         self._busy_ms = int(busy_timeout * 1000)
         self._max_batch = max_batch
         self._lock_fd: int | None = None
-        self._wconn: aiosqlite.Connection | None = None
+        self._wconn: aiosqlite.Connection | None = None  # only while creating the schema
+        self._wthread: ConnectionThread | None = None
         self._rconn: aiosqlite.Connection | None = None
         self._writer: GroupCommitWriter | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -118,6 +120,8 @@ class SQLiteStore(Store):
         try:
             self._wconn = await self._connect()
             await create_or_upgrade_schema(self._wconn, self.path)
+            await self._wconn.close()  # writes go through the writer's own thread from now on
+            self._wconn = None
             self._rconn = await self._connect()
             await self._rconn.execute_fetchall("PRAGMA query_only = ON")
         except BaseException:
@@ -126,7 +130,7 @@ class SQLiteStore(Store):
                     os.unlink(self.path + ".lock")
             await self._disconnect()
             raise
-        await self._start_writer()
+        await self._start_writer(None)
 
     async def _open_shared(self) -> None:
         """Open without the lock, for a process other than the owning runtime."""
@@ -135,20 +139,39 @@ class SQLiteStore(Store):
         try:
             self._rconn = await self._connect("ro")
             version = await check_schema(self._rconn, self.path)
-            if self.access == "client":
-                if version < 2:
-                    raise StoreError(
-                        f"{self.path!r} was written by an older saga (schema {version}); "
-                        "open it once with a Runtime of this version to upgrade it"
-                    )
-                self._wconn = await self._connect("rw")
+            if self.access == "client" and version < 2:
+                raise StoreError(
+                    f"{self.path!r} was written by an older saga (schema {version}); "
+                    "open it once with a Runtime of this version to upgrade it"
+                )
         except BaseException:
             await self._disconnect()
             raise
-        if self._wconn is not None:
-            await self._start_writer()
+        if self.access == "client":
+            await self._start_writer("rw")
 
-    async def _start_writer(self) -> None:
+    def _connect_writer(self, mode: str | None) -> sqlite3.Connection:
+        """The writer's connection, made on (and only ever used from) the writer's thread."""
+        if mode is None:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+        else:
+            quoted = urllib.parse.quote(os.path.abspath(self.path))
+            conn = sqlite3.connect(f"file:{quoted}?mode={mode}", isolation_level=None, uri=True)
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        return conn
+
+    async def _start_writer(self, mode: str | None) -> None:
+        thread = ConnectionThread(
+            lambda: self._connect_writer(mode), name=f"saga-writer:{self.path}"
+        )
+        try:
+            await thread.start()
+        except sqlite3.Error as error:
+            await thread.close()
+            await self._disconnect()
+            raise StoreError(f"cannot open store {self.path!r} for writing: {error}") from error
+        self._wthread = thread
         self._writer = GroupCommitWriter(self._commit, self._rollback, max_batch=self._max_batch)
         self._exit = contextlib.AsyncExitStack()
         self._tg = await self._exit.enter_async_context(anyio.create_task_group())
@@ -205,18 +228,16 @@ class SQLiteStore(Store):
                 with contextlib.suppress(Exception):
                     await conn.close()
         self._rconn = self._wconn = None
+        if self._wthread is not None:
+            with contextlib.suppress(Exception):
+                await self._wthread.close()
+            self._wthread = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
-
-    @property
-    def _w(self) -> aiosqlite.Connection:
-        if self._wconn is None:
-            raise StoreError("the store is not open")
-        return self._wconn
 
     @property
     def _r(self) -> aiosqlite.Connection:
@@ -261,11 +282,13 @@ class SQLiteStore(Store):
         return await self._submit_target("append").submit(AppendOp(append, status))
 
     async def _rollback(self) -> None:
-        if self._w.in_transaction:
-            await self._w.execute("ROLLBACK")
+        pass  # apply_batch rolls back on its own thread before it raises
 
     async def _commit(self, batch: Sequence[Op[Any]]) -> None:
-        await commit_batch(self._w, batch, self.origin)
+        if self._wthread is None:
+            raise StoreError("the store is not open for writing")
+        for op, result in await self._wthread.call(apply_batch, batch, self.origin):
+            op.resolve(result)
 
     # -- reads --------------------------------------------------------------------------------
 

@@ -7,16 +7,16 @@ reads once up front (the sagas involved, the event ids already seen), then writt
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import aiosqlite
 import msgspec
 
 from saga._store._base import Append, InboxKind, SagaRow, SendResult
 from saga._store._writer import Op
 
-__all__ = ["ROW_COLUMNS", "AppendOp", "SendOp", "StartOp", "commit_batch", "saga_row"]
+__all__ = ["ROW_COLUMNS", "AppendOp", "SendOp", "StartOp", "apply_batch", "saga_row"]
 
 _TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
 ROW_COLUMNS = (
@@ -73,12 +73,29 @@ class AppendOp(Op[bool]):
         self.status = status
 
 
-async def commit_batch(conn: aiosqlite.Connection, batch: Sequence[Op[Any]], origin: str) -> None:
-    """One transaction for the whole batch: a few statements, whatever its size.
+def apply_batch(
+    conn: sqlite3.Connection, batch: Sequence[Op[Any]], origin: str
+) -> list[tuple[Op[Any], Any]]:
+    """One transaction for the whole batch, run on the writer's thread in a single call.
 
-    Inbox entries are stamped with ``origin``, the writing store instance.
+    Inbox entries are stamped with ``origin``, the writing store instance. Returns each
+    operation's result; the caller publishes them (on the event loop) after this returns.
+    On any error the transaction is rolled back and the error raised.
     """
-    await conn.execute("BEGIN IMMEDIATE")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        results = _decide_and_write(conn, batch, origin)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _decide_and_write(
+    conn: sqlite3.Connection, batch: Sequence[Op[Any]], origin: str
+) -> list[tuple[Op[Any], Any]]:
     # What the checks need, read once for the batch.
     checked = sorted(
         {op.row.saga_id for op in batch if isinstance(op, StartOp)}
@@ -89,16 +106,14 @@ async def commit_batch(conn: aiosqlite.Connection, batch: Sequence[Op[Any]], ori
     for chunk in _chunks(checked):
         marks = ",".join("?" * len(chunk))
         sql = f"SELECT {ROW_COLUMNS} FROM sagas WHERE saga_id IN ({marks})"
-        async with conn.execute(sql, chunk) as cur:
-            for values in await cur.fetchall():
-                known[values[0]] = saga_row(values)
+        for values in conn.execute(sql, chunk):
+            known[values[0]] = saga_row(values)
     sends = [op for op in batch if isinstance(op, SendOp)]
     seen_events: set[tuple[str, str]] = set()
     for chunk in _chunks(sorted({op.event_id for op in sends})):
         marks = ",".join("?" * len(chunk))
         sql = f"SELECT saga_id, event_id FROM saga_inbox WHERE event_id IN ({marks})"
-        async with conn.execute(sql, chunk) as cur:
-            seen_events.update((s, e) for s, e in await cur.fetchall())
+        seen_events.update((s, e) for s, e in conn.execute(sql, chunk))
 
     # Decide every operation in submission order; results are published after COMMIT.
     new_sagas: list[tuple[Any, ...]] = []
@@ -156,35 +171,33 @@ async def commit_batch(conn: aiosqlite.Connection, batch: Sequence[Op[Any]], ori
             results.append((op, True))
 
     if new_sagas:
-        await conn.executemany(
+        conn.executemany(
             f"INSERT INTO sagas ({ROW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", new_sagas
         )
     if inbox_rows:
-        await conn.executemany(
+        conn.executemany(
             "INSERT INTO saga_inbox "
             "(saga_id, event_id, kind, name, key, payload, sent_at, headers, origin) "
             "VALUES (?,?,?,?,?,?,?,?,?)",
             inbox_rows,
         )
     if log_rows:
-        await conn.executemany("INSERT INTO saga_log (saga_id, seq, body) VALUES (?,?,?)", log_rows)
+        conn.executemany("INSERT INTO saga_log (saga_id, seq, body) VALUES (?,?,?)", log_rows)
     if index_rows:
-        await conn.executemany(
+        conn.executemany(
             "UPDATE sagas SET name=?, version=?, status=?, step=?, created_at=?, updated_at=?, "
             "seq=?, wake_at=?, state=?, error=?, annotations=? WHERE saga_id=?",
             index_rows,
         )
     if consumed:
-        await conn.executemany(
+        conn.executemany(
             "UPDATE saga_inbox SET status = 1 WHERE saga_id = ? AND event_id = ? AND status = 0",
             consumed,
         )
     if closed:
-        await conn.executemany(
+        conn.executemany(
             "UPDATE saga_inbox SET status = CASE kind WHEN 'event' THEN 2 ELSE 1 END, "
             "reason = ? WHERE saga_id = ? AND status = 0",
             closed,
         )
-    await conn.execute("COMMIT")
-    for op, result in results:
-        op.resolve(result)
+    return results
