@@ -105,7 +105,7 @@ def _runtime(path: str) -> saga.Runtime:
     return saga.Runtime(f"sqlite:///{path}", sagas=[FIVE, WAIT], durability="full")
 
 
-def _log_stats(path: str, sagas: int) -> dict[str, Any]:
+def _log_stats(path: str, sagas: int, empty: int) -> dict[str, Any]:
     conn = sqlite3.connect(path)
     try:
         records, payload = conn.execute(
@@ -113,13 +113,13 @@ def _log_stats(path: str, sagas: int) -> dict[str, Any]:
         ).fetchone()
     finally:
         conn.close()
-    disk = file_bytes(path)
+    used = file_bytes(path)["used_bytes"] - empty  # less the empty store's pages
     return {
         "records": records,
         "records_per_saga": records / sagas,
         "payload_bytes_per_record": payload / records,
-        "disk_bytes_per_record": disk["used_bytes"] / records,
-        "disk_bytes_per_saga": disk["used_bytes"] / sagas,
+        "disk_bytes_per_record": used / records,
+        "disk_bytes_per_saga": used / sagas,
     }
 
 
@@ -131,8 +131,10 @@ async def _five(runtime: saga.Runtime) -> None:
 
 
 async def throughput(p: dict[str, Any], tmp: str) -> dict[str, Any]:
-    path = os.path.join(tmp, "saga.db")
+    path, empty = os.path.join(tmp, "saga.db"), os.path.join(tmp, "empty.db")
     n = p["sagas"]
+    async with _runtime(empty):
+        pass
     async with _runtime(path) as runtime:
         began = time.perf_counter()
         async with anyio.create_task_group() as tg:
@@ -148,7 +150,7 @@ async def throughput(p: dict[str, Any], tmp: str) -> dict[str, Any]:
         "steps_per_s": n * STEPS / elapsed,
         "records_per_s": records / elapsed,
         "sagas_per_s": n / elapsed,
-        "log": _log_stats(path, n),
+        "log": _log_stats(path, n, file_bytes(empty)["used_bytes"]),
     }
     if commits:
         out["commits"] = commits
