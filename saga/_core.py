@@ -32,9 +32,9 @@ from saga._errors import (
     UnknownSaga,
 )
 from saga._fold import Progress, typed_state
-from saga._info import ErrorInfo, SagaInfo, Status
+from saga._info import ErrorInfo, SagaInfo, Status, info_from_row
 from saga._observer import Observer, ObserverCalls
-from saga._records import Kind, Record, decode_payload, decode_record, encode_payload, encode_record
+from saga._records import Kind, Record, decode_record, encode_payload, encode_record
 from saga._replay import check_definition
 from saga._requests import decode_request
 from saga._store import Append, InboxItem, InboxKind, SagaRow, Store
@@ -48,7 +48,6 @@ logger = logging.getLogger("saga.runtime")
 # Seconds between two looks at what other processes put in the inbox. Requests from the
 # command line are promised to take effect within a second.
 INBOX_POLL_INTERVAL = 0.25
-_error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
 
 
 class Core:
@@ -330,28 +329,10 @@ class Core:
 
     def info(self, row: SagaRow) -> SagaInfo:
         definition = self.definitions.get((row.name, row.version))
-        try:
-            state = (
-                decode_payload(row.state)
-                if definition is None
-                else self.decode_state(definition, row.state)
-            )
-        except msgspec.ValidationError:
-            # Saved by an incompatible state type (that saga is parked): show it as plain
-            # values rather than fail every get and list that includes it.
-            state = decode_payload(row.state)
-        error = None if row.error is None else _error_decoder.decode(row.error)
-        error = self._parked.get(row.saga_id, error)
-        return SagaInfo(
-            saga_id=row.saga_id,
-            name=row.name,
-            version=row.version,
-            status=Status(row.status),
-            step=row.step,
-            state=state,
-            error=error,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            seq=row.seq,
-            annotations={} if row.annotations is None else decode_payload(row.annotations),
-        )
+        state = None  # plain values, unless the definition is here to type them
+        if definition is not None:
+            # A state saved by an incompatible type (that saga is parked) stays plain
+            # rather than fail every get and list that includes it.
+            with contextlib.suppress(msgspec.ValidationError):
+                state = self.decode_state(definition, row.state)
+        return info_from_row(row, state=state, error=self._parked.get(row.saga_id))

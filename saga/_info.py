@@ -8,9 +8,9 @@ from typing import Any
 import msgspec
 
 from saga._records import decode_payload
-from saga._store._base import DeadLetterRow
+from saga._store._base import DeadLetterRow, SagaRow
 
-__all__ = ["ACTIVE_STATUSES", "DeadLetter", "ErrorInfo", "SagaInfo", "Status"]
+__all__ = ["ACTIVE_STATUSES", "DeadLetter", "ErrorInfo", "SagaInfo", "Status", "info_from_row"]
 
 
 class Status(enum.StrEnum):
@@ -104,3 +104,29 @@ class DeadLetter(msgspec.Struct, frozen=True):
             sent_at=row.sent_at,
             reason=row.reason,
         )
+
+
+_error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
+
+
+def info_from_row(row: SagaRow, *, state: Any = None, error: ErrorInfo | None = None) -> SagaInfo:
+    """The `SagaInfo` of a saga index row.
+
+    ``state`` replaces the row's state decoded to plain values (e.g. a typed copy);
+    ``error`` replaces the row's error (e.g. why the saga is parked).
+    """
+    if error is None and row.error is not None:
+        error = _error_decoder.decode(row.error)
+    return SagaInfo(
+        saga_id=row.saga_id,
+        name=row.name,
+        version=row.version,
+        status=Status(row.status),
+        step=row.step,
+        state=decode_payload(row.state) if state is None else state,
+        error=error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        seq=row.seq,
+        annotations={} if row.annotations is None else decode_payload(row.annotations),
+    )

@@ -20,13 +20,11 @@ from saga._cli._timeline import entries, next_wake, waiting
 from saga._errors import CorruptLog, UnknownSaga
 from saga._export import SagaExport
 from saga._fold import Progress
-from saga._info import ErrorInfo, SagaInfo, Status
+from saga._info import ErrorInfo, SagaInfo, Status, info_from_row
 from saga._records import Record, decode_payload, decode_record
 from saga._store import InboxItem, SagaRow, Store
 
 __all__ = ["READERS", "Output", "info_of_row", "read_log"]
-
-_error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
 
 
 class Output(NamedTuple):
@@ -38,19 +36,7 @@ class Output(NamedTuple):
 
 def info_of_row(row: SagaRow) -> SagaInfo:
     """The `SagaInfo` of an index row, its state as plain values (no definitions here)."""
-    return SagaInfo(
-        saga_id=row.saga_id,
-        name=row.name,
-        version=row.version,
-        status=Status(row.status),
-        step=row.step,
-        state=decode_payload(row.state),
-        error=None if row.error is None else _error_decoder.decode(row.error),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        seq=row.seq,
-        annotations={} if row.annotations is None else decode_payload(row.annotations),
-    )
+    return info_from_row(row)
 
 
 async def read_log(store: Store, saga_id: str) -> list[Record]:
