@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import math
 import os
@@ -100,3 +101,39 @@ def poll_count(
             conn.close()
 
     return wait
+
+
+class DriverHooks:
+    """What a system's step bodies report to the driver: arrivals, entries, resumes, waits.
+
+    Both systems run on asyncio, so plain asyncio events serve both.
+    """
+
+    def __init__(self) -> None:
+        self.block_at: int | None = None  # the recovery load blocks in this step
+        self.expected = 0
+        self.arrived = 0
+        self.all_arrived = asyncio.Event()
+        self.entered: dict[str, asyncio.Event] = {}
+        self.resumed: dict[str, asyncio.Event] = {}
+        self.resumed_at: dict[str, float] = {}
+        self.waits = 0  # handlers that started waiting for an event so far
+        self.waits_target = 0
+        self.waits_reached: asyncio.Event | None = None
+
+    def arrive(self) -> None:
+        """A step body reached the blocking step."""
+        self.arrived += 1
+        if self.arrived == self.expected:
+            self.all_arrived.set()
+
+    def waited(self) -> None:
+        self.waits += 1
+        if self.waits >= self.waits_target and self.waits_reached is not None:
+            self.waits_reached.set()
+
+    async def until_waits(self, count: int) -> None:
+        """Until ``count`` handlers are waiting (bounds the sagas in flight)."""
+        if self.waits < count:
+            self.waits_target, self.waits_reached = count, asyncio.Event()
+            await self.waits_reached.wait()

@@ -23,6 +23,7 @@ from dbos import DBOS, SetWorkflowID
 
 from benchmarks._common import (
     STEPS,
+    DriverHooks,
     file_bytes,
     peak_rss_bytes,
     poll_count,
@@ -45,40 +46,13 @@ def _durability(dbapi_conn: Any, _record: Any) -> None:
         _pragmas["synchronous"] = dbapi_conn.execute("PRAGMA synchronous").fetchone()[0]
 
 
-class _Hooks:
-    def __init__(self) -> None:
-        self.block_at: int | None = None
-        self.expected = 0
-        self.arrived = 0
-        self.all_arrived = asyncio.Event()
-        self.entered: dict[str, asyncio.Event] = {}
-        self.resumed: dict[str, asyncio.Event] = {}
-        self.resumed_at: dict[str, float] = {}
-        self.waits = 0  # workflows that reached recv so far
-        self.waits_target = 0
-        self.waits_reached: asyncio.Event | None = None
-
-    def waited(self) -> None:
-        self.waits += 1
-        if self.waits >= self.waits_target and self.waits_reached is not None:
-            self.waits_reached.set()
-
-    async def until_waits(self, count: int) -> None:
-        """Until ``count`` workflows have reached ``recv`` (bounds the workflows in flight)."""
-        if self.waits < count:
-            self.waits_target, self.waits_reached = count, asyncio.Event()
-            await self.waits_reached.wait()
-
-
-hooks = _Hooks()
+hooks = DriverHooks()
 
 
 @DBOS.step()
 async def bump(n: int, index: int) -> int:
     if hooks.block_at == index:
-        hooks.arrived += 1
-        if hooks.arrived == hooks.expected:
-            hooks.all_arrived.set()
+        hooks.arrive()
         await asyncio.Event().wait()
     return n + 1
 

@@ -6,6 +6,7 @@ that is saved after the step. Durability is ``"full"`` (WAL, ``synchronous=FULL`
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import sqlite3
@@ -19,6 +20,7 @@ import msgspec
 import saga
 from benchmarks._common import (
     STEPS,
+    DriverHooks,
     file_bytes,
     peak_rss_bytes,
     poll_count,
@@ -33,34 +35,7 @@ class Counter(msgspec.Struct):
     n: int = 0
 
 
-class _Hooks:
-    """What the step bodies report to the driver (timestamps, arrivals)."""
-
-    def __init__(self) -> None:
-        self.block_at: int | None = None  # the recovery load blocks in this step
-        self.expected = 0
-        self.arrived = 0
-        self.all_arrived: anyio.Event | None = None
-        self.entered: dict[str, anyio.Event] = {}
-        self.resumed: dict[str, anyio.Event] = {}
-        self.resumed_at: dict[str, float] = {}
-        self.waits = 0  # handlers that returned wait_for(...) so far
-        self.waits_target = 0
-        self.waits_reached: anyio.Event | None = None
-
-    def waited(self) -> None:
-        self.waits += 1
-        if self.waits >= self.waits_target and self.waits_reached is not None:
-            self.waits_reached.set()
-
-    async def until_waits(self, count: int) -> None:
-        """Until ``count`` handlers have returned ``wait_for`` (bounds the sagas in flight)."""
-        if self.waits < count:
-            self.waits_target, self.waits_reached = count, anyio.Event()
-            await self.waits_reached.wait()
-
-
-hooks = _Hooks()
+hooks = DriverHooks()
 
 
 class Bump(saga.Step):
@@ -68,9 +43,7 @@ class Bump(saga.Step):
 
     async def run(self, ctx: saga.StepContext[Counter]) -> None:
         if hooks.block_at == self.index:
-            hooks.arrived += 1
-            if hooks.arrived == hooks.expected and hooks.all_arrived is not None:
-                hooks.all_arrived.set()
+            hooks.arrive()
             await anyio.sleep_forever()
         ctx.state.n += 1
 
@@ -172,7 +145,7 @@ async def latency(p: dict[str, Any], tmp: str) -> dict[str, Any]:
 
 async def _deliver(runtime: saga.Runtime, saga_id: str) -> float:
     """Send "go" to a waiting saga; seconds until its ``on_event`` body began."""
-    resumed = hooks.resumed[saga_id] = anyio.Event()
+    resumed = hooks.resumed[saga_id] = asyncio.Event()
     began = time.perf_counter()
     await runtime.send(saga_id, "go")
     with anyio.fail_after(60):
@@ -186,7 +159,7 @@ async def events(p: dict[str, Any], tmp: str) -> dict[str, Any]:
     async with _runtime(path) as runtime:
         for i in range(p["warmup"] + p["runs"]):
             saga_id = f"e{i:06d}"
-            entered = hooks.entered[saga_id] = anyio.Event()
+            entered = hooks.entered[saga_id] = asyncio.Event()
             handle = await runtime.start(WAIT, Counter(), saga_id=saga_id)
             await entered.wait()
             await anyio.sleep(p["settle"])  # the wait is committed and the saga passivated
@@ -243,11 +216,10 @@ async def recovery_load(p: dict[str, Any], tmp: str) -> dict[str, Any]:
     """The process that gets SIGKILLed: ``sagas`` in flight, every one inside step 3."""
     hooks.block_at = 3
     n = hooks.expected = p["sagas"]
-    all_arrived = hooks.all_arrived = anyio.Event()
     async with _runtime(p["db"]) as runtime, anyio.create_task_group() as tg:
         for _ in range(n):
             tg.start_soon(runtime.start, FIVE, Counter())
-        await all_arrived.wait()
+        await hooks.all_arrived.wait()
         print("READY", flush=True)
         await anyio.sleep_forever()
     return {}  # pragma: no cover - killed before
