@@ -196,7 +196,8 @@ class Runtime:
         now = self._core.clock.now()
         first = Record(seq=1, kind=Kind.SAGA_STARTED, at=now, step=None, data=data)
         progress = Progress(first)
-        existing = await self._core.store.start(index_row(progress, encoded), encode_record(first))
+        row = index_row(progress, encoded)
+        existing = await self._core.store.start(row, [(1, encode_record(first))])
         if existing is not None:
             return self._existing(definition, existing)
         self._core.transitions += 1

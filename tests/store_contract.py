@@ -32,7 +32,7 @@ class StoreContract(RequestContract, ContractBase):
         self, store: Store
     ) -> None:
         first = row("s1", wake_at=T0 + 60, error=b"why")
-        assert await store.start(first, b"first record") is None
+        assert await store.start(first, [(1, b"first record")]) is None
         assert await store.saga("s1") == first
         assert await store.log("s1") == [b"first record"]
         with pytest.raises(StoreError):  # seq 1 is taken by the first record
@@ -40,12 +40,21 @@ class StoreContract(RequestContract, ContractBase):
         await store.append(Append("s1", [(2, b"second")], row("s1", seq=2)))
         assert await store.log("s1") == [b"first record", b"second"]
 
+    async def test_start_writes_several_first_records_atomically(self, store: Store) -> None:
+        first = row("s1", seq=2)
+        assert await store.start(first, [(1, b"started"), (2, b"step started")]) is None
+        assert await store.log("s1") == [b"started", b"step started"]
+        assert (await store.saga("s1")) == first
+        # A repeated start writes none of its records.
+        assert await store.start(row("s1"), [(1, b"again"), (2, b"again 2")]) == first
+        assert await store.log("s1") == [b"started", b"step started"]
+
     async def test_start_of_an_existing_id_returns_the_existing_row_and_stores_nothing(
         self, store: Store
     ) -> None:
         first = await self.started(store, "s1")
         other = row("s1", name="other", version=7, created_at=T0 + 5)
-        assert await store.start(other, b"another first") == first
+        assert await store.start(other, [(1, b"another first")]) == first
         assert await store.saga("s1") == first
         assert await store.log("s1") == [body("s1", 1)]
 
@@ -349,7 +358,7 @@ class StoreContract(RequestContract, ContractBase):
 
         async def start(i: int) -> None:
             started[f"s{i:03}"] = await store.start(
-                row(f"s{i:03}", created_at=T0 + i), body(f"s{i:03}", 1)
+                row(f"s{i:03}", created_at=T0 + i), [(1, body(f"s{i:03}", 1))]
             )
 
         async def send(i: int) -> None:
@@ -375,7 +384,7 @@ class StoreContract(RequestContract, ContractBase):
 
         async def start_then_read(i: int) -> None:
             saga_id = f"v{i:04}"
-            await store.start(row(saga_id), body(saga_id, 1))
+            await store.start(row(saga_id), [(1, body(saga_id, 1))])
             if await store.saga(saga_id) is None or await store.log(saga_id) == []:
                 missing.append(saga_id)
 
@@ -389,7 +398,7 @@ class StoreContract(RequestContract, ContractBase):
         sends: list[SendResult] = []
 
         async def start() -> None:
-            starts.append(await store.start(row("s1"), body("s1", 1)))
+            starts.append(await store.start(row("s1"), [(1, body("s1", 1))]))
 
         async def send() -> None:
             sends.append(await self.send(store, "s1", "same"))
@@ -418,7 +427,9 @@ class StoreContract(RequestContract, ContractBase):
                 outcomes[saga_id] = error
 
         async def start_and_send(i: int) -> None:
-            outcomes[f"new{i:02}"] = await store.start(row(f"new{i:02}"), body(f"new{i:02}", 1))
+            outcomes[f"new{i:02}"] = await store.start(
+                row(f"new{i:02}"), [(1, body(f"new{i:02}", 1))]
+            )
             outcomes[f"e{i:02}"] = await self.send(store, f"s{i:02}", f"e{i:02}")
 
         async with anyio.create_task_group() as tg:

@@ -73,7 +73,7 @@ class ContractBase:
 
     async def started(self, store: Store, saga_id: str, **fields: Any) -> SagaRow:
         first = row(saga_id, **fields)
-        assert await store.start(first, body(saga_id, 1)) is None
+        assert await store.start(first, [(1, body(saga_id, 1))]) is None
         return first
 
     async def send(self, store: Store, saga_id: str, event_id: str, *, name: str = "paid",

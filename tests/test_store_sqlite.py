@@ -139,8 +139,8 @@ async def test_reopening_a_store_keeps_everything(tmp_path: Path) -> None:
     store = SQLiteStore(path, durability="normal")
     await store.open()
     try:
-        await store.start(row("open", status="WAITING", wake_at=T0 + 30), body("open", 1))
-        await store.start(row("done", created_at=T0 + 1), body("done", 1))
+        await store.start(row("open", status="WAITING", wake_at=T0 + 30), [(1, body("open", 1))])
+        await store.start(row("done", created_at=T0 + 1), [(1, body("done", 1))])
         for saga_id, event_id in (("open", "e1"), ("done", "e2")):
             result = await store.send(saga_id, event_id, kind="event", name="paid", key=None,
                                       payload=b"p", sent_at=T0)  # fmt: skip
@@ -237,7 +237,7 @@ async def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
     await store.open()
     await store.close()
     with pytest.raises(StoreError):
-        await store.start(row("s1"), body("s1", 1))
+        await store.start(row("s1"), [(1, body("s1", 1))])
 
 
 async def test_concurrent_writes_share_a_transaction_and_a_bad_one_is_isolated(
@@ -247,7 +247,7 @@ async def test_concurrent_writes_share_a_transaction_and_a_bad_one_is_isolated(
     await store.open()
     try:
         for i in range(20):
-            await store.start(row(f"s{i}"), body(f"s{i}", 1))
+            await store.start(row(f"s{i}"), [(1, body(f"s{i}", 1))])
         failed: list[str] = []
 
         async def append(saga_id: str, first: int) -> None:

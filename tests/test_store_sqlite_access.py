@@ -21,7 +21,7 @@ pytestmark = pytest.mark.anyio
 async def _owner_with_a_saga(path: Path) -> SQLiteStore:
     owner = SQLiteStore(str(path))
     await owner.open()
-    await owner.start(row("s1", status="WAITING"), body("s1", 1))
+    await owner.start(row("s1", status="WAITING"), [(1, body("s1", 1))])
     return owner
 
 
@@ -76,7 +76,7 @@ async def test_read_access_reads_while_the_owner_runs_and_takes_no_lock(tmp_path
             await owner.append(Append("s1", records("s1", 2, 2), row("s1", seq=2)))
             assert await reader.log("s1") == [body("s1", 1), body("s1", 2)]  # fresh each time
             for write in (
-                reader.start(row("s2"), body("s2", 1)),
+                reader.start(row("s2"), [(1, body("s2", 1))]),
                 reader.send("s1", "e1", kind="event", name="x", key=None, payload=b"", sent_at=T0),
                 reader.append(Append("s1", records("s1", 3, 3), row("s1", seq=3))),
             ):
@@ -98,7 +98,7 @@ async def test_client_access_may_only_send(tmp_path: Path) -> None:
     await client.open()
     try:
         with pytest.raises(StoreError, match="cannot start"):
-            await client.start(row("s2"), body("s2", 1))
+            await client.start(row("s2"), [(1, body("s2", 1))])
         with pytest.raises(StoreError, match="cannot append"):
             await client.append(Append("s1", records("s1", 2, 2), row("s1", seq=2)))
         with pytest.raises(StoreError, match="cannot append"):
@@ -121,7 +121,7 @@ async def test_client_requests_commit_while_the_owner_keeps_writing(tmp_path: Pa
 
         async def owner_writes() -> None:
             for i in range(200):
-                await owner.start(row(f"o{i}"), body(f"o{i}", 1))
+                await owner.start(row(f"o{i}"), [(1, body(f"o{i}", 1))])
 
         async def client_sends() -> None:
             for i in range(20):

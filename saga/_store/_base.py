@@ -133,8 +133,11 @@ class Store(abc.ABC):
     # -- writes -------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def start(self, row: SagaRow, first: bytes) -> SagaRow | None:
-        """Create a saga with its first record. Returns ``None``, or the existing row."""
+    async def start(self, row: SagaRow, records: list[tuple[int, bytes]]) -> SagaRow | None:
+        """Create a saga with its first records (``(seq, body)`` from seq 1), atomically.
+
+        Returns ``None``, or the existing row (and writes nothing) if the id is taken.
+        """
 
     @abc.abstractmethod
     async def send(

@@ -248,8 +248,8 @@ class SQLiteStore(SQLiteReads, Store):
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def start(self, row: SagaRow, first: bytes) -> SagaRow | None:
-        return await self._submit_target("start").submit(StartOp(row, first))
+    async def start(self, row: SagaRow, records: list[tuple[int, bytes]]) -> SagaRow | None:
+        return await self._submit_target("start").submit(StartOp(row, records))
 
     async def send(
         self,

@@ -40,12 +40,12 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
 
 
 class StartOp(Op[SagaRow | None]):
-    __slots__ = ("first", "row")
+    __slots__ = ("records", "row")
 
-    def __init__(self, row: SagaRow, first: bytes) -> None:
+    def __init__(self, row: SagaRow, records: list[tuple[int, bytes]]) -> None:
         super().__init__()
         self.row = row
-        self.first = first
+        self.records = records
 
 
 class SendOp(Op[SendResult]):
@@ -131,7 +131,7 @@ def _decide_and_write(
                 continue
             known[op.row.saga_id] = op.row
             new_sagas.append(_row_params(op.row))
-            log_rows.append((op.row.saga_id, 1, op.first))
+            log_rows.extend((op.row.saga_id, seq, body) for seq, body in op.records)
             results.append((op, None))
         elif isinstance(op, SendOp):
             target = known.get(op.saga_id)
