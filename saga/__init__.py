@@ -15,6 +15,7 @@ from saga._definition import Wait as Wait
 from saga._definition import wait_for as wait_for
 from saga._errors import CorruptLog as CorruptLog
 from saga._errors import DefinitionMismatch as DefinitionMismatch
+from saga._errors import LeaseLost as LeaseLost
 from saga._errors import NotASagaStore as NotASagaStore
 from saga._errors import PayloadTooLarge as PayloadTooLarge
 from saga._errors import PoisonStep as PoisonStep
@@ -44,6 +45,7 @@ __all__ = [
     "DefinitionMismatch",
     "ErrorInfo",
     "Event",
+    "LeaseLost",
     "NotASagaStore",
     "Observer",
     "PayloadTooLarge",

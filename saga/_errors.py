@@ -13,7 +13,8 @@
     ├── CorruptLog             a stored record cannot be decoded or folded
     ├── PoisonStep             a handler was interrupted by crashes too many times
     └── StoreError             the store cannot be opened or used
-        └── NotASagaStore      the file exists but is not a saga store
+        ├── NotASagaStore      the file exists but is not a saga store
+        └── LeaseLost          this worker no longer owns the saga (shared stores)
 
 Bad arguments (an empty id, a payload msgspec cannot encode) raise the builtin
 ``ValueError`` / ``TypeError`` with a clear message, and store nothing.
@@ -24,6 +25,7 @@ from __future__ import annotations
 __all__ = [
     "CorruptLog",
     "DefinitionMismatch",
+    "LeaseLost",
     "NotASagaStore",
     "PayloadTooLarge",
     "PoisonStep",
@@ -83,3 +85,9 @@ class StoreError(SagaError):
 
 class NotASagaStore(StoreError):
     """The file exists but holds something other than a saga store."""
+
+
+class LeaseLost(StoreError):
+    """This worker's lease on the saga is gone (expired, or another worker took the saga
+    over): it may not write that saga's log again. Only shared stores (PostgreSQL) raise it.
+    """

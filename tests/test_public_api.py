@@ -15,8 +15,9 @@ import pytest
 import saga
 
 EXPECTED_ALL = [
-    "CorruptLog", "DeadLetter", "DefinitionMismatch", "ErrorInfo", "Event", "NotASagaStore",
-    "Observer", "PayloadTooLarge", "PoisonStep", "Record", "RetryPolicy", "Runtime", "Saga",
+    "CorruptLog", "DeadLetter", "DefinitionMismatch", "ErrorInfo", "Event", "LeaseLost",
+    "NotASagaStore", "Observer", "PayloadTooLarge", "PoisonStep", "Record", "RetryPolicy",
+    "Runtime", "Saga",
     "SagaClosed", "SagaError", "SagaExists", "SagaExport", "SagaHandle", "SagaInfo", "Status",
     "Step", "StepContext", "StepOutcome", "StepTimeout", "StoreError", "UnknownDefinition",
     "UnknownSaga", "Wait", "replay", "wait_for",
@@ -33,6 +34,7 @@ SPEC_NAMES = {
 ERRORS = [
     saga.CorruptLog,
     saga.DefinitionMismatch,
+    saga.LeaseLost,
     saga.NotASagaStore,
     saga.PayloadTooLarge,
     saga.PoisonStep,
@@ -368,6 +370,7 @@ def test_error_mixins() -> None:
     assert issubclass(saga.UnknownSaga, LookupError)
     assert issubclass(saga.PayloadTooLarge, ValueError)
     assert issubclass(saga.NotASagaStore, saga.StoreError)
+    assert issubclass(saga.LeaseLost, saga.StoreError)
 
 
 def _saga_modules() -> list[str]:

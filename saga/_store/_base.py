@@ -85,6 +85,7 @@ class SendResult(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"
     UNKNOWN = "unknown"
+    FORWARDED = "forwarded"  # stored; another runtime owns the saga and was told (shared stores)
     CLOSED = "closed"  # an event or abort for a terminal saga
     REFUSED = "refused"  # a resume request for a saga that is not FAILED
 
@@ -110,6 +111,9 @@ class Append(msgspec.Struct):
         row: the saga index row after the last record.
         consumed: inbox ``event_id``s taken by these records (delivered events, aborts).
         closed: if set, the saga ended: pending events become dead letters with this reason.
+        fence: on a shared store, the fencing token of the lease under which the writer
+            owns the saga; the append fails with `LeaseLost` unless that lease still holds
+            and still owns the saga. ``None`` on a single-owner store.
     """
 
     saga_id: str
@@ -117,6 +121,7 @@ class Append(msgspec.Struct):
     row: SagaRow
     consumed: list[str] = []
     closed: str | None = None
+    fence: int | None = None
 
 
 class Store(abc.ABC):

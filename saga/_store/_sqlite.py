@@ -279,4 +279,4 @@ class SQLiteStore(SQLiteReads, Store):
         if self._wthread is None:
             raise StoreError("the store is not open for writing")
         for op, result in await self._wthread.call(apply_batch, batch, self.origin):
-            op.resolve(result)
+            op.settle(result)

@@ -11,14 +11,12 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import msgspec
-
-from saga._store._base import Append, InboxKind, SagaRow, SendResult
+from saga._store._base import SagaRow
+from saga._store._plan import AppendOp, SendOp, StartOp, checked_ids, plan_batch, row_params
 from saga._store._writer import Op
 
 __all__ = ["ROW_COLUMNS", "AppendOp", "SendOp", "StartOp", "apply_batch", "saga_row"]
 
-_TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
 ROW_COLUMNS = (
     "saga_id, name, version, status, step, created_at, updated_at, seq, wake_at, state, error, "
     "annotations"
@@ -30,47 +28,9 @@ def saga_row(values: Sequence[Any]) -> SagaRow:
     return SagaRow(*values)
 
 
-def _row_params(row: SagaRow) -> tuple[Any, ...]:
-    return msgspec.structs.astuple(row)  # the field order is ROW_COLUMNS' order
-
-
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
-
-
-class StartOp(Op[SagaRow | None]):
-    __slots__ = ("records", "row")
-
-    def __init__(self, row: SagaRow, records: list[tuple[int, bytes]]) -> None:
-        super().__init__()
-        self.row = row
-        self.records = records
-
-
-class SendOp(Op[SendResult]):
-    __slots__ = ("event_id", "headers", "key", "kind", "name", "payload", "saga_id", "sent_at")
-
-    def __init__(self, saga_id: str, event_id: str, kind: str, name: str, key: str | None,
-                 payload: bytes, sent_at: float, headers: bytes | None) -> None:  # fmt: skip
-        super().__init__()
-        self.saga_id = saga_id
-        self.event_id = event_id
-        self.kind = kind
-        self.name = name
-        self.key = key
-        self.payload = payload
-        self.sent_at = sent_at
-        self.headers = headers
-
-
-class AppendOp(Op[bool]):
-    __slots__ = ("append", "status")
-
-    def __init__(self, append: Append, status: str | None) -> None:
-        super().__init__()
-        self.append = append
-        self.status = status
 
 
 def apply_batch(
@@ -97,107 +57,52 @@ def _decide_and_write(
     conn: sqlite3.Connection, batch: Sequence[Op[Any]], origin: str
 ) -> list[tuple[Op[Any], Any]]:
     # What the checks need, read once for the batch.
-    checked = sorted(
-        {op.row.saga_id for op in batch if isinstance(op, StartOp)}
-        | {op.saga_id for op in batch if isinstance(op, SendOp)}
-        | {op.append.saga_id for op in batch if isinstance(op, AppendOp) and op.status}
-    )
     known: dict[str, SagaRow] = {}
-    for chunk in _chunks(checked):
+    for chunk in _chunks(checked_ids(batch, every_append=False)):
         marks = ",".join("?" * len(chunk))
         sql = f"SELECT {ROW_COLUMNS} FROM sagas WHERE saga_id IN ({marks})"
         for values in conn.execute(sql, chunk):
             known[values[0]] = saga_row(values)
-    sends = [op for op in batch if isinstance(op, SendOp)]
     seen_events: set[tuple[str, str]] = set()
-    for chunk in _chunks(sorted({op.event_id for op in sends})):
+    event_ids = sorted({op.event_id for op in batch if isinstance(op, SendOp)})
+    for chunk in _chunks(event_ids):
         marks = ",".join("?" * len(chunk))
         sql = f"SELECT saga_id, event_id FROM saga_inbox WHERE event_id IN ({marks})"
         seen_events.update((s, e) for s, e in conn.execute(sql, chunk))
 
-    # Decide every operation in submission order; results are published after COMMIT.
-    new_sagas: list[tuple[Any, ...]] = []
-    log_rows: list[tuple[str, int, bytes]] = []
-    inbox_rows: list[tuple[Any, ...]] = []
-    index_rows: list[tuple[Any, ...]] = []
-    consumed: list[tuple[str, str]] = []
-    closed: list[tuple[str, str]] = []
-    results: list[tuple[Op[Any], Any]] = []
-    for op in batch:
-        if isinstance(op, StartOp):
-            existing = known.get(op.row.saga_id)
-            if existing is not None:
-                results.append((op, existing))
-                continue
-            known[op.row.saga_id] = op.row
-            new_sagas.append(_row_params(op.row))
-            log_rows.extend((op.row.saga_id, seq, body) for seq, body in op.records)
-            results.append((op, None))
-        elif isinstance(op, SendOp):
-            target = known.get(op.saga_id)
-            if (op.saga_id, op.event_id) in seen_events:
-                result = SendResult.DUPLICATE
-            elif target is None:
-                result = SendResult.UNKNOWN
-            elif op.kind == InboxKind.RESUME and target.status != "FAILED":
-                result = SendResult.REFUSED
-            elif op.kind != InboxKind.RESUME and target.status in _TERMINAL:
-                result = SendResult.CLOSED
-            else:
-                result = SendResult.STORED
-                seen_events.add((op.saga_id, op.event_id))
-                inbox_rows.append((op.saga_id, op.event_id, op.kind, op.name, op.key,
-                                   op.payload, op.sent_at, op.headers, origin))  # fmt: skip
-            results.append((op, result))
-        else:
-            assert isinstance(op, AppendOp)
-            append = op.append
-            if op.status is not None:
-                target = known.get(append.saga_id)
-                if (
-                    target is None
-                    or target.status != op.status
-                    or target.seq + 1 != append.records[0][0]
-                ):
-                    results.append((op, False))
-                    continue
-            if append.saga_id in known:
-                known[append.saga_id] = append.row
-            log_rows.extend((append.saga_id, seq, body) for seq, body in append.records)
-            index_rows.append((*_row_params(append.row)[1:], append.saga_id))
-            consumed.extend((append.saga_id, event_id) for event_id in append.consumed)
-            if append.closed is not None:
-                closed.append((append.closed, append.saga_id))
-            results.append((op, True))
-
-    if new_sagas:
+    plan = plan_batch(batch, known, seen_events, origin)
+    if plan.new_sagas:
         conn.executemany(
-            f"INSERT INTO sagas ({ROW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", new_sagas
+            f"INSERT INTO sagas ({ROW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [row_params(r) for r in plan.new_sagas],
         )
-    if inbox_rows:
+    if plan.inbox_rows:
         conn.executemany(
             "INSERT INTO saga_inbox "
             "(saga_id, event_id, kind, name, key, payload, sent_at, headers, origin) "
             "VALUES (?,?,?,?,?,?,?,?,?)",
-            inbox_rows,
+            plan.inbox_rows,
         )
-    if log_rows:
-        conn.executemany("INSERT INTO saga_log (saga_id, seq, body) VALUES (?,?,?)", log_rows)
-    if index_rows:
+    if plan.log_rows:
+        conn.executemany(
+            "INSERT INTO saga_log (saga_id, seq, body) VALUES (?,?,?)",
+            [r[:3] for r in plan.log_rows],
+        )
+    if plan.index_rows:
         conn.executemany(
             "UPDATE sagas SET name=?, version=?, status=?, step=?, created_at=?, updated_at=?, "
             "seq=?, wake_at=?, state=?, error=?, annotations=? WHERE saga_id=?",
-            index_rows,
+            [(*row_params(r)[1:], r.saga_id) for r in plan.index_rows],
         )
-    if consumed:
+    if plan.consumed:
         conn.executemany(
             "UPDATE saga_inbox SET status = 1 WHERE saga_id = ? AND event_id = ? AND status = 0",
-            consumed,
+            plan.consumed,
         )
-    if closed:
+    if plan.closed:
         conn.executemany(
             "UPDATE saga_inbox SET status = CASE kind WHEN 'event' THEN 2 ELSE 1 END, "
             "reason = ? WHERE saga_id = ? AND status = 0",
-            closed,
+            plan.closed,
         )
-    return results
+    return plan.results

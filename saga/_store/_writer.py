@@ -36,6 +36,13 @@ class Op(Generic[T]):
         self._result = result
         self._done.set()
 
+    def settle(self, outcome: T | BaseException) -> None:
+        """`fail` with ``outcome`` if it is an exception, else `resolve` with it."""
+        if isinstance(outcome, BaseException):
+            self.fail(outcome)
+        else:
+            self.resolve(outcome)
+
     def fail(self, error: BaseException) -> None:
         self._error = error
         self._done.set()

@@ -1,0 +1,207 @@
+"""What a group-commit batch writes, decided once for every backend.
+
+A backend's transaction reads what the checks need up front (the sagas involved, the event
+ids already seen and, on a shared store, which fences still hold a lease), then `plan_batch`
+decides every operation in submission order and returns the rows to write, one list per
+statement kind. The backend writes them and publishes the results after ``COMMIT``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from saga._errors import LeaseLost, StoreError
+from saga._store._base import Append, InboxKind, SagaRow, SendResult
+from saga._store._writer import Op
+
+__all__ = ["TERMINAL", "AppendOp", "BatchPlan", "SendOp", "StartOp", "plan_batch", "row_params"]
+
+TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
+
+
+def row_params(row: SagaRow) -> tuple[Any, ...]:
+    """The row's values in `SagaRow` field order (the stores' column order)."""
+    return msgspec.structs.astuple(row)
+
+
+class StartOp(Op[SagaRow | None]):
+    __slots__ = ("records", "row")
+
+    def __init__(self, row: SagaRow, records: list[tuple[int, bytes]]) -> None:
+        super().__init__()
+        self.row = row
+        self.records = records
+
+
+class SendOp(Op[SendResult]):
+    __slots__ = ("event_id", "headers", "key", "kind", "name", "payload", "saga_id", "sent_at")
+
+    def __init__(self, saga_id: str, event_id: str, kind: str, name: str, key: str | None,
+                 payload: bytes, sent_at: float, headers: bytes | None) -> None:  # fmt: skip
+        super().__init__()
+        self.saga_id = saga_id
+        self.event_id = event_id
+        self.kind = kind
+        self.name = name
+        self.key = key
+        self.payload = payload
+        self.sent_at = sent_at
+        self.headers = headers
+
+
+class AppendOp(Op[bool]):
+    __slots__ = ("append", "status")
+
+    def __init__(self, append: Append, status: str | None) -> None:
+        super().__init__()
+        self.append = append
+        self.status = status
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """The rows one batch writes, and each operation's result (an exception fails it).
+
+    ``log_rows`` are ``(saga_id, seq, body, fence)``; ``owners`` are the new owning
+    fence of sagas an `append_if` took over (a resume); ``notify`` are ``(owner fence,
+    saga_id)`` of events and requests stored for a saga another store instance owns.
+    """
+
+    new_sagas: list[SagaRow] = field(default_factory=list)
+    log_rows: list[tuple[str, int, bytes, int | None]] = field(default_factory=list)
+    inbox_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    index_rows: list[SagaRow] = field(default_factory=list)
+    owners: list[tuple[str, int]] = field(default_factory=list)
+    consumed: list[tuple[str, str]] = field(default_factory=list)
+    closed: list[tuple[str, str]] = field(default_factory=list)
+    notify: list[tuple[int, str]] = field(default_factory=list)
+    results: list[tuple[Op[Any], Any]] = field(default_factory=list)
+
+
+def checked_ids(batch: Sequence[Op[Any]], *, every_append: bool) -> list[str]:
+    """Ids of the sagas whose rows the checks need, sorted (the order rows are locked in)."""
+    ids = {op.row.saga_id for op in batch if isinstance(op, StartOp)}
+    ids.update(op.saga_id for op in batch if isinstance(op, SendOp))
+    ids.update(
+        op.append.saga_id
+        for op in batch
+        if isinstance(op, AppendOp) and (every_append or op.status is not None)
+    )
+    return sorted(ids)
+
+
+def plan_batch(
+    batch: Sequence[Op[Any]],
+    known: Mapping[str, SagaRow],
+    seen_events: Collection[tuple[str, str]],
+    origin: str,
+    *,
+    owners: Mapping[str, int | None] | None = None,
+    live_fences: Collection[int] = (),
+    fence: int | None = None,
+) -> BatchPlan:
+    """Decide every operation of ``batch`` in order.
+
+    Args:
+        known: the committed index rows of the sagas `checked_ids` names (the plan updates
+            its own copy as the batch goes).
+        seen_events: ``(saga_id, event_id)`` already in an inbox.
+        origin: stamps the inbox entries this store instance writes.
+        owners: on a shared store, each known saga's owning fence; every append must then
+            carry a fence in ``live_fences`` that owns its saga (else `LeaseLost`) and
+            continue the log exactly (else `StoreError`).
+        fence: this store instance's fence: new sagas are owned by it.
+    """
+    plan = BatchPlan()
+    known = dict(known)
+    owners = None if owners is None else dict(owners)
+    seen = set(seen_events)
+    for op in batch:
+        if isinstance(op, StartOp):
+            existing = known.get(op.row.saga_id)
+            if existing is not None:
+                plan.results.append((op, existing))
+                continue
+            known[op.row.saga_id] = op.row
+            if owners is not None:
+                owners[op.row.saga_id] = fence
+            plan.new_sagas.append(op.row)
+            plan.log_rows.extend((op.row.saga_id, s, b, fence) for s, b in op.records)
+            plan.results.append((op, None))
+        elif isinstance(op, SendOp):
+            plan.results.append((op, _send(op, known, seen, origin, owners, fence, plan)))
+        else:
+            assert isinstance(op, AppendOp)
+            plan.results.append((op, _append(op, known, owners, live_fences, plan)))
+    return plan
+
+
+def _send(
+    op: SendOp,
+    known: Mapping[str, SagaRow],
+    seen: set[tuple[str, str]],
+    origin: str,
+    owners: Mapping[str, int | None] | None,
+    fence: int | None,
+    plan: BatchPlan,
+) -> SendResult:
+    target = known.get(op.saga_id)
+    if (op.saga_id, op.event_id) in seen:
+        return SendResult.DUPLICATE
+    if target is None:
+        return SendResult.UNKNOWN
+    if op.kind == InboxKind.RESUME and target.status != "FAILED":
+        return SendResult.REFUSED
+    if op.kind != InboxKind.RESUME and target.status in TERMINAL:
+        return SendResult.CLOSED
+    seen.add((op.saga_id, op.event_id))
+    plan.inbox_rows.append((op.saga_id, op.event_id, op.kind, op.name, op.key,
+                            op.payload, op.sent_at, op.headers, origin))  # fmt: skip
+    owner = None if owners is None else owners.get(op.saga_id)
+    if owners is None or (owner == fence and fence is not None):
+        return SendResult.STORED
+    if owner is not None:
+        plan.notify.append((owner, op.saga_id))
+    return SendResult.FORWARDED
+
+
+def _append(
+    op: AppendOp,
+    known: dict[str, SagaRow],
+    owners: dict[str, int | None] | None,
+    live_fences: Collection[int],
+    plan: BatchPlan,
+) -> bool | Exception:
+    append = op.append
+    target = known.get(append.saga_id)
+    first_seq = append.records[0][0]
+    if op.status is not None and (
+        target is None or target.status != op.status or target.seq + 1 != first_seq
+    ):
+        return False
+    if owners is not None:
+        if target is None:
+            return StoreError(f"no saga {append.saga_id!r} to append to")
+        if append.fence is None or append.fence not in live_fences:
+            return LeaseLost(f"saga {append.saga_id!r}: this worker's lease has expired")
+        if op.status is not None:  # a resume: the saga ended, whoever owned it let it go
+            owners[append.saga_id] = append.fence
+            plan.owners.append((append.saga_id, append.fence))
+        elif owners.get(append.saga_id) != append.fence:
+            return LeaseLost(f"saga {append.saga_id!r} is owned by another worker now")
+        if target.seq + 1 != first_seq:
+            return StoreError(
+                f"saga {append.saga_id!r}: append at seq {first_seq} after seq {target.seq}"
+            )
+    if append.saga_id in known:
+        known[append.saga_id] = append.row
+    plan.log_rows.extend((append.saga_id, s, b, append.fence) for s, b in append.records)
+    plan.index_rows.append(append.row)
+    plan.consumed.extend((append.saga_id, event_id) for event_id in append.consumed)
+    if append.closed is not None:
+        plan.closed.append((append.closed, append.saga_id))
+    return True
