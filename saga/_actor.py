@@ -110,6 +110,7 @@ class Actor:
         self._consumed: list[str] = []
         self._closed: str | None = None
         self._observers = ObserverCalls(())
+        self._fence = core.store.fence  # the lease this actor writes under (shared stores)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -329,6 +330,7 @@ class Actor:
             row=index_row(progress, self._state),
             consumed=consumed,
             closed=closed,
+            fence=self._fence,
         )
         await self._core.store.append(append)
         self._core.transitions += len(records)

@@ -26,6 +26,7 @@ from saga._definition import Saga
 from saga._errors import (
     CorruptLog,
     DefinitionMismatch,
+    LeaseLost,
     SagaError,
     StoreError,
     UnknownDefinition,
@@ -107,6 +108,9 @@ class Core:
             The inbox mark `watch_inbox` starts from: recovery covered everything before it.
         """
         mark = await self.store.inbox_mark()
+        if self.store.shared:  # open sagas of dead workers become this one's to resume
+            while len(await self.store.claim_orphans()) >= 1000:
+                pass
         recovered = parked = 0
         with_mail = await self.store.with_pending_inbox()
         async for saga_id, bodies in self.store.active_logs():
@@ -135,7 +139,7 @@ class Core:
         Runs until cancelled; a failing look is logged and retried at the next tick.
         """
         while True:
-            await anyio.sleep(INBOX_POLL_INTERVAL)
+            await self.store.wait_for_foreign(INBOX_POLL_INTERVAL)
             if self.closing:
                 return
             try:
@@ -145,6 +149,31 @@ class Core:
             except Exception as error:  # never take the runtime down; try again next tick
                 logger.warning("cannot act on inbox requests: %s", error,
                                exc_info=not isinstance(error, StoreError))  # fmt: skip
+
+    async def keep_ownership(self) -> None:
+        """On a shared store: renew this worker's lease, take over dead workers' sagas.
+
+        Runs until cancelled. A lost lease (this process was paused or cut off for longer
+        than the lease) changes nothing here: the actors still holding the old fence fail
+        their next append with `LeaseLost` and stop, and the sagas nobody else took yet
+        come back through the claims, under the new fence.
+        """
+        store = self.store
+        renewed = claimed = anyio.current_time()
+        while not self.closing:
+            await anyio.sleep(min(store.renew_interval, store.claim_interval))
+            now = anyio.current_time()
+            try:
+                if now - renewed >= store.renew_interval:
+                    renewed = now
+                    await store.keep_lease()
+                if now - claimed >= store.claim_interval:
+                    claimed = now
+                    for saga_id in await store.claim_orphans():
+                        if saga_id not in self._parked and not self.closing:
+                            self.activate(saga_id)
+            except StoreError as error:  # the database may be back next tick
+                logger.warning("cannot keep this worker's lease and claims: %s", error)
 
     async def take_request(self, item: InboxItem) -> None:
         """Hand an entry another process stored to its saga, or perform a resume request."""
@@ -251,7 +280,11 @@ class Core:
 
     def actor_failed(self, actor: Actor, error: Exception) -> None:
         saga_id = actor.saga_id
-        if isinstance(error, CorruptLog | DefinitionMismatch):
+        if isinstance(error, LeaseLost):
+            logger.info("saga %r: %s; this worker leaves it", saga_id, error)
+            if self._actors.get(saga_id) is actor:
+                self.timers.disarm(saga_id)
+        elif isinstance(error, CorruptLog | DefinitionMismatch):
             self.park(saga_id, error)
         elif isinstance(error, StoreError) and not self.closing:
             logger.error("saga %r stopped on a store error (%s); retrying in 1 s", saga_id, error)

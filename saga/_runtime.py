@@ -133,6 +133,8 @@ class Runtime:
             mark = await core.recover()
             core.tg.start_soon(core.timers.run)
             core.tg.start_soon(core.watch_inbox, mark)
+            if core.store.shared:
+                core.tg.start_soon(core.keep_ownership)
         except BaseException:
             await stack.aclose()
             raise

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import anyio
 import pytest
+from _pg import drop_schema, new_schema, url_for
 
 from saga.testing import FakeClock
 
@@ -16,3 +20,36 @@ def anyio_backend() -> str:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+# The SPEC behaviour suites run on every backend: on PostgreSQL, their module-level store
+# URL points at a fresh schema for each test.
+_ON_EVERY_BACKEND = {
+    "test_abort",
+    "test_compensation",
+    "test_events",
+    "test_forward",
+    "test_operator_api",
+    "test_timeouts_retries",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    uses_url = "URL" in metafunc.function.__code__.co_names
+    if metafunc.module.__name__ in _ON_EVERY_BACKEND and uses_url:
+        metafunc.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The store backend of this test run (``URL`` of a behaviour module is set to it)."""
+    name = getattr(request, "param", "sqlite")
+    if name != "postgresql":
+        yield name
+        return
+    schema = anyio.run(new_schema)
+    monkeypatch.setattr(request.module, "URL", url_for(schema, lease_seconds=2))
+    try:
+        yield name
+    finally:
+        anyio.run(drop_schema, schema)

@@ -71,7 +71,7 @@ async def _request(store: Store, args: argparse.Namespace, kind: str) -> Output:
         raise ValueError(
             f"saga {saga_id!r} is {status}, not FAILED: only a FAILED saga can be resumed"
         )
-    if result is not SendResult.STORED:  # an abort of a saga that has ended
+    if result not in (SendResult.STORED, SendResult.FORWARDED):  # an abort of a saga that ended
         data["outcome"] = "ended"
         line = f"saga {saga_id} has already ended ({status}): there is nothing to abort."
         return Output(data, wrap(line, WIDTH))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import abc
 import enum
+import math
 from collections.abc import AsyncIterator
 
+import anyio
 import msgspec
 
 __all__ = [
@@ -125,7 +127,31 @@ class Append(msgspec.Struct):
 
 
 class Store(abc.ABC):
-    """A saga store. Writes commit before they return; reads see committed data only."""
+    """A saga store. Writes commit before they return; reads see committed data only.
+
+    A *shared* store (``shared = True``, PostgreSQL) has many runtimes writing at once:
+    each owns some sagas under a lease with a fencing token (``fence``), renewed by
+    `keep_lease`, and takes over the sagas of dead runtimes with `claim_orphans`. A
+    single-owner store (SQLite) keeps the defaults below.
+    """
+
+    shared: bool = False
+    fence: int | None = None
+    renew_interval: float = math.inf  # seconds between two `keep_lease` calls
+    claim_interval: float = math.inf  # seconds between two `claim_orphans` calls
+
+    async def keep_lease(self) -> bool:
+        """Renew this runtime's lease; ``False`` if it had expired (a new fence now)."""
+        return True
+
+    async def claim_orphans(self, limit: int = 1000) -> list[str]:
+        """Take over open sagas of runtimes whose lease expired; their ids."""
+        return []
+
+    async def wait_for_foreign(self, timeout: float) -> None:
+        """Wait until another process may have written to this runtime's inbox (at most
+        ``timeout`` seconds; a store that cannot tell just sleeps)."""
+        await anyio.sleep(timeout)
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -1,7 +1,13 @@
-"""Store URLs: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``."""
+"""Store URLs.
+
+- ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``
+- ``postgresql://user[:password]@host[:port]/database[?schema=saga&lease_seconds=10]``;
+  other query parameters (``sslmode``...) go to the driver as they are.
+"""
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from saga._errors import StoreError
@@ -35,5 +41,35 @@ def open_store(url: str, **options: Any) -> Store:
             raise ValueError(f"SQLite URL {url!r}: query options are not supported")
         return SQLiteStore(None if path == ":memory:" else path, **options)
     if scheme in ("postgresql", "postgres"):
-        raise StoreError("the PostgreSQL store is not available in this version of saga")
+        return _postgres(url, options)
     raise ValueError(f"unsupported store URL scheme {scheme!r} in {url!r}")
+
+
+# Query parameters of a PostgreSQL URL that are options of the store, not of the driver.
+_PG_OPTIONS = {"schema": str, "lease_seconds": float, "claim_interval": float, "pool_size": int}
+
+
+def _postgres(url: str, options: dict[str, Any]) -> Store:
+    try:
+        from saga._store._postgres import PostgresStore
+    except ImportError as error:  # pragma: no cover - asyncpg is a declared extra
+        raise StoreError(
+            f"the PostgreSQL store needs asyncpg: pip install 'saga[postgres]' ({error})"
+        ) from error
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname and "host=" not in parts.query:
+        raise ValueError(f"PostgreSQL URL {url!r} names no host")
+    if not parts.path.strip("/"):
+        raise ValueError(f"PostgreSQL URL {url!r} names no database")
+    kept = []
+    for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        convert = _PG_OPTIONS.get(key)
+        if convert is None:
+            kept.append((key, value))
+            continue
+        try:
+            options[key] = convert(value)
+        except ValueError:
+            raise ValueError(f"PostgreSQL URL {url!r}: bad {key}={value!r}") from None
+    dsn = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(kept)))
+    return PostgresStore(dsn, **options)

@@ -1,0 +1,171 @@
+"""The PostgreSQL store's reads, each one statement on a pooled connection.
+
+Reads that belong to one worker (recovery, timers, the inbox it must act on) see only the
+sagas this store instance owns (``owner = fence``); the rest see the whole store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+
+from saga._errors import StoreError
+from saga._store._base import DeadLetterRow, InboxItem, SagaRow, StoreStats
+from saga._store._pg_schema import ACTIVE
+
+__all__ = ["ROW_COLUMNS", "PostgresReads"]
+
+ROW_COLUMNS = (
+    "saga_id, name, version, status, step, created_at, updated_at, seq, wake_at, state, error, "
+    "annotations"
+)
+_INBOX_COLUMNS = "id, saga_id, event_id, kind, name, key, payload, sent_at, headers"
+_INBOX_COLUMNS_I = ", ".join("i." + c.strip() for c in _INBOX_COLUMNS.split(","))
+
+
+def saga_row(record: Sequence[Any]) -> SagaRow:
+    return SagaRow(*record[:12])
+
+
+def inbox_item(record: Sequence[Any]) -> InboxItem:
+    return InboxItem(*record[:9])
+
+
+class PostgresReads:
+    """Every read of `PostgresStore`; the store sets ``_pool``, ``origin``, ``fence``."""
+
+    _pool: asyncpg.Pool | None
+    origin: str
+    fence: int | None
+    _recent: dict[int, int]  # inbox ids foreign_inbox returned whose tx may show up again
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        try:
+            return list(await self._pool.fetch(sql, *args))
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as error:
+            raise StoreError(f"read failed: {error}") from error
+
+    async def saga(self, saga_id: str) -> SagaRow | None:
+        rows = await self._fetch(f"SELECT {ROW_COLUMNS} FROM sagas WHERE saga_id = $1", saga_id)
+        return saga_row(rows[0]) if rows else None
+
+    async def sagas(self, *, status: str | None, name: str | None, limit: int) -> list[SagaRow]:
+        sql = (
+            f"SELECT {ROW_COLUMNS} FROM sagas WHERE ($1::text IS NULL OR status = $1) "
+            "AND ($2::text IS NULL OR name = $2) ORDER BY created_at DESC, ord DESC LIMIT $3"
+        )
+        return [saga_row(r) for r in await self._fetch(sql, status, name, limit)]
+
+    async def log(self, saga_id: str) -> list[bytes]:
+        rows = await self._fetch(
+            "SELECT body FROM saga_log WHERE saga_id = $1 ORDER BY seq", saga_id
+        )
+        return [r[0] for r in rows]
+
+    async def active_logs(self) -> AsyncIterator[tuple[str, list[bytes]]]:
+        """The logs of the open sagas this instance owns, a page of sagas at a time."""
+        after = ""
+        while True:
+            rows = await self._fetch(
+                "WITH page AS (SELECT saga_id FROM sagas WHERE owner = $1 AND saga_id > $2 "
+                f"AND status IN {ACTIVE} ORDER BY saga_id LIMIT 500) "
+                "SELECT l.saga_id, l.body FROM page JOIN saga_log l USING (saga_id) "
+                "ORDER BY l.saga_id, l.seq",
+                self.fence,
+                after,
+            )
+            if not rows:
+                return
+            current: str = rows[0][0]
+            bodies: list[bytes] = []
+            for saga_id, body in rows:
+                if saga_id != current:
+                    yield current, bodies
+                    current, bodies = saga_id, []
+                bodies.append(body)
+            yield current, bodies
+            after = current
+
+    async def inbox(self, saga_id: str) -> list[InboxItem]:
+        rows = await self._fetch(
+            f"SELECT {_INBOX_COLUMNS} FROM saga_inbox WHERE saga_id = $1 AND status = 0 "
+            "ORDER BY id",
+            saga_id,
+        )
+        return [inbox_item(r) for r in rows]
+
+    async def pending_inbox(self, kind: str) -> list[InboxItem]:
+        rows = await self._fetch(
+            f"SELECT {_INBOX_COLUMNS} FROM saga_inbox WHERE status = 0 AND kind = $1 ORDER BY id",
+            kind,
+        )
+        return [inbox_item(r) for r in rows]
+
+    async def inbox_mark(self) -> int:
+        # Every transaction still running when this snapshot was taken, and every later one,
+        # has an id at or above its xmin: whatever commits after this call is at or above it.
+        rows = await self._fetch("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        return int(rows[0][0])
+
+    async def foreign_inbox(self, after: int) -> tuple[list[InboxItem], int]:
+        """Entries other instances wrote for sagas this one owns (and every resume request).
+
+        Inbox ids are not handed out in commit order on PostgreSQL, so the mark is a
+        transaction id horizon instead; entries near it can be read twice, and the ids
+        already returned are remembered until the horizon passes them.
+        """
+        rows = await self._fetch(
+            f"SELECT {_INBOX_COLUMNS_I}, i.tx::text::bigint, "
+            "pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+            "FROM saga_inbox i JOIN sagas s USING (saga_id) "
+            "WHERE i.status = 0 AND i.tx >= $1::text::xid8 AND i.origin IS DISTINCT FROM $2 "
+            "AND (s.owner = $3 OR $3::bigint IS NULL OR i.kind = 'resume') ORDER BY i.id",
+            str(after),
+            self.origin,
+            self.fence,
+        )
+        mark = int(rows[0][10]) if rows else max(after, await self.inbox_mark())
+        items = [inbox_item(r) for r in rows if r[0] not in self._recent]
+        recent = {r[0]: int(r[9]) for r in rows}
+        recent.update(self._recent)
+        self._recent = {i: tx for i, tx in recent.items() if tx >= mark}
+        return items, mark
+
+    async def stats(self) -> StoreStats:
+        counts = await self._fetch(
+            "SELECT name, status, count(*) FROM sagas GROUP BY name, status ORDER BY name, status"
+        )
+        oldest = await self._fetch(
+            f"SELECT {ROW_COLUMNS} FROM sagas WHERE status = 'WAITING' "
+            "ORDER BY updated_at, ord LIMIT 1"
+        )
+        return StoreStats(
+            counts=[(name, status, int(n)) for name, status, n in counts],
+            oldest_waiting=saga_row(oldest[0]) if oldest else None,
+        )
+
+    async def with_pending_inbox(self) -> set[str]:
+        rows = await self._fetch("SELECT DISTINCT saga_id FROM saga_inbox WHERE status = 0")
+        return {r[0] for r in rows}
+
+    async def due(self, until: float) -> list[tuple[str, float]]:
+        rows = await self._fetch(
+            "SELECT saga_id, wake_at FROM sagas WHERE owner = $1 AND wake_at <= $2 "
+            f"AND wake_at IS NOT NULL AND status IN {ACTIVE}",
+            self.fence,
+            until,
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def dead_letters(self, saga_id: str | None, limit: int) -> list[DeadLetterRow]:
+        rows = await self._fetch(
+            "SELECT saga_id, event_id, name, key, payload, sent_at, reason FROM saga_inbox "
+            "WHERE status = 2 AND ($1::text IS NULL OR saga_id = $1) ORDER BY id DESC LIMIT $2",
+            saga_id,
+            limit,
+        )
+        return [DeadLetterRow(*r) for r in rows]

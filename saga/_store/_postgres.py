@@ -1,0 +1,326 @@
+"""The shared store: PostgreSQL through asyncpg, for many workers on many machines.
+
+Every process that runs a `Runtime` on the database is a *worker*. A worker registers
+under a fencing token (``fence``, from a sequence) with a lease it renews while it lives;
+it owns the sagas it starts and those it claims from dead workers, and every append is
+conditional, in its own transaction, on the saga still being owned by the appender's fence
+and that fence's lease still holding (see `_pg_batch`). Events and requests for a saga
+another worker owns are stored and announced with ``NOTIFY``; `foreign_inbox` is the
+polling fallback. Deadlines are read per owner, so each fires in exactly one worker.
+
+Access modes are those of the SQLite store: ``"owner"`` (a worker), ``"client"`` (the
+command line: no lease, may only `send`) and ``"read"`` (no writes at all).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import urllib.parse
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+import asyncpg
+
+from saga._errors import StoreError
+from saga._store._base import Append, SagaRow, SendResult, Store
+from saga._store._pg_batch import NOTIFY_CHANNEL, apply_batch
+from saga._store._pg_reads import PostgresReads
+from saga._store._pg_schema import ACTIVE, check_schema, create_or_upgrade_schema, quote_ident
+from saga._store._plan import AppendOp, SendOp, StartOp
+from saga._store._writer import GroupCommitWriter, Op
+
+__all__ = ["PostgresStore"]
+
+logger = logging.getLogger("saga.store")
+
+ACCESS_MODES = ("owner", "client", "read")
+_CONNECTION_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+class PostgresStore(PostgresReads, Store):
+    """A saga store in a PostgreSQL database, shared by any number of workers.
+
+    Args:
+        dsn: a ``postgresql://`` URL as asyncpg takes it (``sslmode`` and other libpq
+            parameters included).
+        schema: the PostgreSQL schema holding saga's tables (created if absent).
+        lease_seconds: how long a worker's lease lasts without renewal; a worker that
+            stops renewing (dead, paused, cut off) has its sagas taken over by the others
+            after this long. Renewed every third of it.
+        claim_interval: seconds between two looks for sagas of dead workers to take over.
+        durability: ``"full"`` (the server's default) or ``"normal"``
+            (``synchronous_commit = off``: a commit survives this process crashing, not
+            always the server crashing).
+        max_batch: most operations committed in one transaction.
+        access: ``"owner"``, ``"client"`` or ``"read"`` (see the module docstring).
+        pool_size: most connections this store opens at once.
+    """
+
+    shared = True
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "saga",
+        lease_seconds: float = 10.0,
+        claim_interval: float | None = None,
+        durability: str = "full",
+        max_batch: int = 1000,
+        access: str = "owner",
+        pool_size: int = 8,
+    ) -> None:
+        if durability not in ("full", "normal"):
+            raise ValueError(f"durability must be 'full' or 'normal', got {durability!r}")
+        if access not in ACCESS_MODES:
+            raise ValueError(f"access must be one of {ACCESS_MODES}, got {access!r}")
+        if not isinstance(schema, str) or not schema or len(schema) > 63 or "\x00" in schema:
+            raise ValueError(f"schema must be a PostgreSQL identifier, got {schema!r}")
+        if not 0.5 <= lease_seconds <= 3600:
+            raise ValueError(f"lease_seconds must be in [0.5, 3600], got {lease_seconds!r}")
+        if pool_size < 2:
+            raise ValueError(f"pool_size must be at least 2, got {pool_size!r}")
+        self._dsn = dsn
+        self.schema = schema
+        self.lease_seconds = float(lease_seconds)
+        self.renew_interval = self.lease_seconds / 3
+        self.claim_interval = (
+            min(1.0, self.lease_seconds / 4) if claim_interval is None else claim_interval
+        )
+        self.access = access
+        self.origin = uuid.uuid4().hex
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{self.origin[:8]}"
+        self.fence: int | None = None
+        self._durability = durability
+        self._max_batch = max_batch
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._writer: GroupCommitWriter | None = None
+        self._exit: contextlib.AsyncExitStack | None = None
+        self._recent: dict[int, int] = {}
+        self._signal = anyio.Event()
+
+    @property
+    def where(self) -> str:
+        """The database and schema, for messages (never the password)."""
+        parts = urllib.parse.urlsplit(self._dsn)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+        return f"postgresql://{host}{port}{parts.path} (schema {self.schema!r})"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        settings = {"search_path": quote_ident(self.schema), "application_name": "saga"}
+        if self._durability == "normal":
+            settings["synchronous_commit"] = "off"
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=self._pool_size, server_settings=settings
+            )
+        except (*_CONNECTION_ERRORS, ValueError) as error:
+            raise StoreError(f"cannot connect to {self.where}: {error}") from error
+        try:
+            async with self._pool.acquire() as conn:
+                if self.access == "owner":
+                    await create_or_upgrade_schema(conn, self.schema, self.where)
+                else:
+                    await check_schema(conn, self.where)
+            if self.access == "owner":
+                await self._register()
+                await self._listen()
+        except BaseException as error:
+            await self._disconnect()
+            if isinstance(error, _CONNECTION_ERRORS):
+                raise StoreError(f"cannot open {self.where}: {error}") from error
+            raise
+        if self.access != "read":
+            self._writer = GroupCommitWriter(
+                self._commit, self._rollback, max_batch=self._max_batch
+            )
+            self._exit = contextlib.AsyncExitStack()
+            tg = await self._exit.enter_async_context(anyio.create_task_group())
+            tg.start_soon(self._writer.run)
+
+    async def close(self) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if self._exit is not None:
+                await self._exit.aclose()
+            if self.fence is not None and self._pool is not None:
+                # Let the other workers take this one's open sagas over at once.
+                with contextlib.suppress(*_CONNECTION_ERRORS), anyio.CancelScope(shield=True):
+                    await self._pool.execute(
+                        "UPDATE saga_workers SET expires_at = clock_timestamp() WHERE fence = $1",
+                        self.fence,
+                    )
+        finally:
+            self._exit = self._writer = None
+            await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close(timeout=2)
+            self._listener = None
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                await self._pool.close()
+            self._pool = None
+
+    # -- leases -------------------------------------------------------------------------------
+
+    async def _register(self) -> None:
+        """Become a worker: a new fence with a fresh lease."""
+        assert self._pool is not None
+        self.fence = await self._pool.fetchval(
+            "INSERT INTO saga_workers (fence, worker, expires_at) VALUES (nextval('saga_fences'), "
+            "$1, clock_timestamp() + $2 * interval '1 second') RETURNING fence",
+            self.worker,
+            self.lease_seconds,
+        )
+        logger.info("worker %s holds fence %d on %s", self.worker, self.fence, self.where)
+
+    async def keep_lease(self) -> bool:
+        """Renew this worker's lease. ``False`` if it had expired: this worker's sagas may
+        be another's now, so it continues under a new fence and owns only what it claims."""
+        if self._pool is None or self.fence is None:
+            raise StoreError("the store is not open as a worker")
+        try:
+            renewed = await self._pool.fetchval(
+                "UPDATE saga_workers SET expires_at = clock_timestamp() + $2 * interval '1 second' "
+                "WHERE fence = $1 AND expires_at > clock_timestamp() RETURNING fence",
+                self.fence,
+                self.lease_seconds,
+            )
+            if renewed is not None:
+                return True
+            lost = self.fence
+            await self._register()
+        except _CONNECTION_ERRORS as error:
+            raise StoreError(f"cannot renew the lease on {self.where}: {error}") from error
+        logger.warning("worker %s lost its lease (fence %d); now fence %d", self.worker, lost,
+                       self.fence)  # fmt: skip
+        return False
+
+    async def claim_orphans(self, limit: int = 1000) -> list[str]:
+        """Take over up to ``limit`` open sagas whose owner's lease has expired."""
+        if self._pool is None or self.fence is None:
+            raise StoreError("the store is not open as a worker")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                dead = [r[0] for r in await conn.fetch(
+                    "SELECT fence FROM saga_workers WHERE NOT drained "
+                    "AND expires_at <= clock_timestamp()"
+                )]  # fmt: skip
+                if not dead:
+                    return []
+                rows = await conn.fetch(
+                    "WITH picked AS (SELECT saga_id FROM sagas WHERE owner = ANY($2::bigint[]) "
+                    f"AND status IN {ACTIVE} ORDER BY saga_id LIMIT $3 FOR UPDATE SKIP LOCKED) "
+                    "UPDATE sagas s SET owner = $1 FROM picked "
+                    "WHERE s.saga_id = picked.saga_id AND EXISTS (SELECT 1 FROM saga_workers "
+                    "WHERE fence = $1 AND expires_at > clock_timestamp()) RETURNING s.saga_id",
+                    self.fence,
+                    dead,
+                    limit,
+                )
+                if len(rows) < limit:  # nothing left to claim (but what others hold locked)
+                    await conn.execute(
+                        "UPDATE saga_workers w SET drained = true WHERE fence = ANY($1::bigint[]) "
+                        "AND NOT EXISTS (SELECT 1 FROM sagas s WHERE s.owner = w.fence "
+                        f"AND s.status IN {ACTIVE})",
+                        dead,
+                    )
+        except _CONNECTION_ERRORS as error:
+            raise StoreError(f"cannot claim sagas on {self.where}: {error}") from error
+        claimed = [r[0] for r in rows]
+        if claimed:
+            logger.info("worker %s took over %d sagas of dead workers", self.worker, len(claimed))
+        return claimed
+
+    # -- notifications ------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        self._listener = await asyncpg.connect(self._dsn)
+        await self._listener.add_listener(NOTIFY_CHANNEL, self._notified)
+
+    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        owner, _, _ = payload.partition(":")
+        if owner == "*" or owner == str(self.fence):
+            self._signal.set()
+
+    async def wait_for_foreign(self, timeout: float) -> None:
+        """Return when another process announced an inbox entry for this worker, or after
+        ``timeout`` seconds (the polling fallback)."""
+        with anyio.move_on_after(timeout):
+            await self._signal.wait()
+        self._signal = anyio.Event()
+        if self._listener is None or self._listener.is_closed():
+            with contextlib.suppress(*_CONNECTION_ERRORS):  # keep polling until it is back
+                await self._listen()
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def _submit_target(self, op: str = "send") -> GroupCommitWriter:
+        if self.access == "read" or (self.access == "client" and op != "send"):
+            raise StoreError(
+                f"this store was opened with access={self.access!r}: it cannot {op}; "
+                "only a worker runtime writes saga logs"
+            )
+        if self._writer is None:
+            raise StoreError("the store is not open")
+        return self._writer
+
+    async def start(self, row: SagaRow, records: list[tuple[int, bytes]]) -> SagaRow | None:
+        return await self._submit_target("start").submit(StartOp(row, records))
+
+    async def send(
+        self,
+        saga_id: str,
+        event_id: str,
+        *,
+        kind: str,
+        name: str,
+        key: str | None,
+        payload: bytes,
+        sent_at: float,
+        headers: bytes | None = None,
+    ) -> SendResult:
+        op = SendOp(saga_id, event_id, kind, name, key, payload, sent_at, headers)
+        return await self._submit_target().submit(op)
+
+    async def append(self, append: Append) -> None:
+        await self._submit_target("append").submit(AppendOp(self._fenced(append), None))
+
+    async def append_if(self, append: Append, *, status: str) -> bool:
+        return await self._submit_target("append").submit(AppendOp(self._fenced(append), status))
+
+    def _fenced(self, append: Append) -> Append:
+        if append.fence is None:  # written by this worker as it is now (not by an actor)
+            append.fence = self.fence
+        return append
+
+    async def _rollback(self) -> None:
+        pass  # the transaction block rolls back on its own
+
+    async def _commit(self, batch: Sequence[Op[Any]]) -> None:
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        try:
+            async with self._pool.acquire() as conn:
+                results = await apply_batch(conn, batch, self.origin, self.fence)
+        except asyncpg.UniqueViolationError as error:
+            raise StoreError(f"write refused: {error.detail or error}") from error
+        except _CONNECTION_ERRORS as error:
+            raise StoreError(f"write failed on {self.where}: {error}") from error
+        for op, result in results:
+            op.settle(result)
