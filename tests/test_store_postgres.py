@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
+import anyio
+import asyncpg
 import pytest
 from _pg import PG_URL, fresh_schema
-from store_contract import StoreContract
+from store_contract import T0, StoreContract, body, records, row
 
-from saga._store import Store
+from saga import LeaseLost
+from saga._store import Append, SendResult, Store
 from saga._store._postgres import PostgresStore
 
 pytestmark = pytest.mark.anyio
@@ -39,3 +45,216 @@ class TestPostgresStore(StoreContract):
             yield client
         finally:
             await client.close()
+
+
+# -- what only a shared store has ---------------------------------------------------------------
+
+
+async def query(schema: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """Run one statement with ``schema`` first on the search path; its rows."""
+    conn = await asyncpg.connect(PG_URL, server_settings={"search_path": f'"{schema}"'})
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def expire(schema: str, fence: int | None) -> None:
+    """End a worker's lease now, as if it had stopped renewing it long ago."""
+    await query(
+        schema,
+        "UPDATE saga_workers SET expires_at = clock_timestamp() - interval '1 second' "
+        "WHERE fence = $1",
+        fence,
+    )
+
+
+async def owners(schema: str) -> dict[str, int]:
+    return {r[0]: r[1] for r in await query(schema, "SELECT saga_id, owner FROM sagas")}
+
+
+@contextlib.asynccontextmanager
+async def worker(schema: str, **options: Any) -> AsyncIterator[PostgresStore]:
+    store = PostgresStore(PG_URL, schema=schema, **{"lease_seconds": 60, **options})
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def start(store: PostgresStore, saga_id: str, **fields: Any) -> None:
+    assert await store.start(row(saga_id, **fields), [(1, body(saga_id, 1))]) is None
+
+
+def step(saga_id: str, seq: int, fence: int | None = None) -> Append:
+    """The append of record ``seq`` to a saga (by the store's own fence if ``None``)."""
+    return Append(saga_id, records(saga_id, seq, seq), row(saga_id, seq=seq), fence=fence)
+
+
+async def send(store: PostgresStore, saga_id: str, event_id: str, kind: str = "event") -> Any:
+    return await store.send(saga_id, event_id, kind=kind, name="paid", key=None,
+                            payload=b"p", sent_at=T0)  # fmt: skip
+
+
+async def test_an_expired_lease_fences_its_worker_off(schema: str) -> None:
+    async with worker(schema) as a, worker(schema) as b:
+        await start(a, "s1")
+        await start(a, "s2", status="WAITING")
+        await start(a, "done", status="COMPLETED", step=None)
+        await a.append(step("s1", 2))
+        assert await b.claim_orphans() == []  # a is alive
+        first = a.fence
+
+        await expire(schema, first)
+        with pytest.raises(LeaseLost):
+            await a.append(step("s1", 3))
+        assert await a.log("s1") == [body("s1", 1), body("s1", 2)]
+        assert await a.saga("s1") == row("s1", seq=2)
+
+        assert sorted(await b.claim_orphans()) == ["s1", "s2"]  # not the terminal one
+        assert await b.claim_orphans() == []
+        assert await owners(schema) == {"s1": b.fence, "s2": b.fence, "done": first}
+        await b.append(step("s1", 3))
+
+        assert await a.keep_lease() is False
+        assert a.fence is not None
+        assert a.fence not in (first, b.fence)
+        for fence in (first, a.fence):
+            with pytest.raises(LeaseLost):
+                await a.append(step("s1", 4, fence))
+            with pytest.raises(LeaseLost):
+                await a.append(step("s2", 2, fence))
+        assert await b.log("s1") == [body("s1", n) for n in (1, 2, 3)]
+        assert await b.log("s2") == [body("s2", 1)]
+        written = await query(
+            schema, "SELECT seq, fence FROM saga_log WHERE saga_id = 's1' ORDER BY seq"
+        )
+        assert [tuple(r) for r in written] == [(1, first), (2, first), (3, b.fence)]
+
+
+async def test_racing_claimers_take_each_orphan_exactly_once(schema: str) -> None:
+    ids = [f"s{n:02}" for n in range(60)]
+    async with worker(schema) as dead:
+        async with anyio.create_task_group() as tg:
+            for saga_id in ids:
+                tg.start_soon(start, dead, saga_id)
+        await expire(schema, dead.fence)
+        async with worker(schema) as b, worker(schema) as c:
+            claimed: dict[int | None, list[str]] = {b.fence: [], c.fence: []}
+
+            async def claim_all(store: PostgresStore) -> None:
+                while batch := await store.claim_orphans(limit=2):
+                    claimed[store.fence].extend(batch)
+
+            async with anyio.create_task_group() as tg:
+                for store in (b, c, b, c):  # two claiming tasks per worker
+                    tg.start_soon(claim_all, store)
+
+            every = claimed[b.fence] + claimed[c.fence]
+            assert sorted(every) == ids  # each exactly once
+            assert await owners(schema) == {
+                **{saga_id: b.fence for saga_id in claimed[b.fence]},
+                **{saga_id: c.fence for saga_id in claimed[c.fence]},
+            }
+            assert await b.claim_orphans() == await c.claim_orphans() == []
+            drained = await query(schema, "SELECT drained FROM saga_workers WHERE fence = $1",
+                                  dead.fence)  # fmt: skip
+            assert drained[0][0] is True
+
+
+async def test_keep_lease_extends_a_live_lease(schema: str) -> None:
+    async with worker(schema, lease_seconds=30) as a:
+        sql = "SELECT expires_at, expires_at - clock_timestamp() FROM saga_workers WHERE fence = $1"
+        [(before, _)] = await query(schema, sql, a.fence)
+        fence = a.fence
+        await anyio.sleep(0.2)
+        assert await a.keep_lease() is True
+        assert a.fence == fence
+        [(after, left)] = await query(schema, sql, a.fence)
+        assert after > before
+        assert 29 < left.total_seconds() <= 30
+
+
+async def test_a_clean_close_hands_the_open_sagas_over_at_once(schema: str) -> None:
+    async with worker(schema, lease_seconds=600) as b:
+        async with worker(schema, lease_seconds=600) as a:
+            await start(a, "s1")
+            await start(a, "s2", status="WAITING")
+            await start(a, "done", status="FAILED", step=None)
+            assert await b.claim_orphans() == []
+        began = time.monotonic()
+        assert sorted(await b.claim_orphans()) == ["s1", "s2"]
+        assert time.monotonic() - began < 5
+        await b.append(step("s1", 2))
+        assert await b.log("s1") == [body("s1", 1), body("s1", 2)]
+
+
+async def test_a_send_to_another_workers_saga_wakes_that_worker(schema: str) -> None:
+    async with worker(schema) as a, worker(schema) as b:
+        await start(a, "s1", status="WAITING")
+        await start(b, "b1", status="WAITING")
+        mark_a, mark_b = await a.inbox_mark(), await b.inbox_mark()
+
+        assert await send(a, "s1", "own") is SendResult.STORED
+        began = time.monotonic()
+        await a.wait_for_foreign(0.3)  # nothing for a from anyone else: it waits it out
+        assert time.monotonic() - began >= 0.29
+
+        result: list[SendResult] = []
+
+        async def send_later() -> None:
+            await anyio.sleep(0.2)
+            result.append(await send(b, "s1", "from-b"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send_later)
+            began = time.monotonic()
+            await a.wait_for_foreign(5)
+            waited = time.monotonic() - began
+        assert result == [SendResult.FORWARDED]
+        assert waited < 2
+
+        items, mark_a = await a.foreign_inbox(mark_a)
+        assert [(i.saga_id, i.event_id) for i in items] == [("s1", "from-b")]
+        assert (await a.foreign_inbox(mark_a))[0] == []  # read once
+        assert (await b.foreign_inbox(mark_b))[0] == []  # b does not own s1
+        assert [i.event_id for i in await a.inbox("s1")] == ["own", "from-b"]
+
+
+async def test_a_resume_request_is_announced_to_every_worker(schema: str) -> None:
+    async with worker(schema) as a, worker(schema) as b:
+        client = PostgresStore(PG_URL, schema=schema, access="client")
+        await client.open()
+        try:
+            await start(a, "failed", status="FAILED", step=None)
+            marks = {a: await a.inbox_mark(), b: await b.inbox_mark()}
+            assert await send(client, "failed", "r1", kind="resume") is SendResult.FORWARDED
+            for store in (a, b):
+                began = time.monotonic()
+                await store.wait_for_foreign(5)
+                assert time.monotonic() - began < 2
+                items, _ = await store.foreign_inbox(marks[store])
+                assert [(i.saga_id, i.event_id, i.kind) for i in items] == [
+                    ("failed", "r1", "resume")
+                ]
+        finally:
+            await client.close()
+
+
+async def test_due_and_recovery_see_only_the_sagas_a_worker_owns(schema: str) -> None:
+    async with worker(schema) as a, worker(schema) as b:
+        await start(a, "a1", status="WAITING", wake_at=T0 + 10)
+        await start(a, "a2", status="WAITING", wake_at=T0 + 50)
+        await start(a, "a-done", status="COMPLETED", step=None, wake_at=T0 + 5)
+        await start(b, "b1", status="WAITING", wake_at=T0 + 20)
+        assert sorted(await a.due(T0 + 100)) == [("a1", T0 + 10), ("a2", T0 + 50)]
+        assert await a.due(T0 + 30) == [("a1", T0 + 10)]
+        assert await b.due(T0 + 100) == [("b1", T0 + 20)]
+        assert [saga_id async for saga_id, _ in a.active_logs()] == ["a1", "a2"]
+        assert [saga_id async for saga_id, _ in b.active_logs()] == ["b1"]
+
+        await expire(schema, a.fence)
+        assert sorted(await b.claim_orphans()) == ["a1", "a2"]
+        assert sorted(await b.due(T0 + 30)) == [("a1", T0 + 10), ("b1", T0 + 20)]
+        assert await a.due(T0 + 100) == []

@@ -118,17 +118,22 @@ class PostgresReads:
         transaction id horizon instead; entries near it can be read twice, and the ids
         already returned are remembered until the horizon passes them.
         """
+        # One statement, so the horizon and the rows come from one snapshot: with a second
+        # query for the horizon, an entry committed in between would fall below it unseen.
         rows = await self._fetch(
-            f"SELECT {_INBOX_COLUMNS_I}, i.tx::text::bigint, "
-            "pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+            "SELECT h.mark, e.* FROM (SELECT "
+            "pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS mark) h "
+            f"LEFT JOIN LATERAL (SELECT {_INBOX_COLUMNS_I}, i.tx::text::bigint AS tx "
             "FROM saga_inbox i JOIN sagas s USING (saga_id) "
             "WHERE i.status = 0 AND i.tx >= $1::text::xid8 AND i.origin IS DISTINCT FROM $2 "
-            "AND (s.owner = $3 OR $3::bigint IS NULL OR i.kind = 'resume') ORDER BY i.id",
+            "AND (s.owner = $3 OR $3::bigint IS NULL OR i.kind = 'resume')) e ON true "
+            "ORDER BY e.id",
             str(after),
             self.origin,
             self.fence,
         )
-        mark = int(rows[0][10]) if rows else max(after, await self.inbox_mark())
+        mark = max(after, int(rows[0][0]))
+        rows = [r[1:] for r in rows if r[1] is not None]
         items = [inbox_item(r) for r in rows if r[0] not in self._recent]
         recent = {r[0]: int(r[9]) for r in rows}
         recent.update(self._recent)

@@ -94,8 +94,8 @@ CREATE INDEX saga_inbox_dead ON saga_inbox (id) WHERE status = 2;
 MIGRATIONS: dict[int, list[str]] = {}
 
 _TABLES = (
-    "SELECT table_name FROM information_schema.tables "
-    "WHERE table_schema = current_schema() AND table_name IN ('saga_meta', 'sagas', 'saga_log')"
+    "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+    "AND table_name IN ('saga_meta', 'saga_workers', 'sagas', 'saga_log', 'saga_inbox')"
 )
 
 
@@ -109,7 +109,7 @@ async def check_schema(conn: asyncpg.Connection, where: str) -> int:
     tables = {r[0] for r in await conn.fetch(_TABLES)}
     if "saga_meta" not in tables:
         raise NotASagaStore(f"{where} is not a saga store (no saga_meta table)")
-    return _version(dict(await conn.fetch("SELECT key, value FROM saga_meta")), where)
+    return _version(await _meta(conn, where), where)
 
 
 async def create_or_upgrade_schema(conn: asyncpg.Connection, schema: str, where: str) -> None:
@@ -132,7 +132,7 @@ async def create_or_upgrade_schema(conn: asyncpg.Connection, schema: str, where:
             return
         if "saga_meta" not in tables:
             raise NotASagaStore(f"{where} holds tables named like saga's but is not a saga store")
-        version = _version(dict(await conn.fetch("SELECT key, value FROM saga_meta")), where)
+        version = _version(await _meta(conn, where), where)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[target]:
                 await conn.execute(statement)
@@ -145,6 +145,13 @@ async def create_or_upgrade_schema(conn: asyncpg.Connection, schema: str, where:
 def quote_ident(name: str) -> str:
     """``name`` as a quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
+
+
+async def _meta(conn: asyncpg.Connection, where: str) -> dict[str, str]:
+    try:
+        return dict(await conn.fetch("SELECT key, value FROM saga_meta"))
+    except asyncpg.UndefinedColumnError as error:  # another application's saga_meta
+        raise NotASagaStore(f"{where} is not a saga store: {error}") from None
 
 
 def _version(meta: dict[str, str], where: str) -> int:

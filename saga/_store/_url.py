@@ -42,7 +42,7 @@ def open_store(url: str, **options: Any) -> Store:
         return SQLiteStore(None if path == ":memory:" else path, **options)
     if scheme in ("postgresql", "postgres"):
         return _postgres(url, options)
-    raise ValueError(f"unsupported store URL scheme {scheme!r} in {url!r}")
+    raise ValueError(f"unsupported store URL scheme {scheme!r} in {redact(url)!r}")
 
 
 # Query parameters of a PostgreSQL URL that are options of the store, not of the driver.
@@ -57,10 +57,11 @@ def _postgres(url: str, options: dict[str, Any]) -> Store:
             f"the PostgreSQL store needs asyncpg: pip install 'saga[postgres]' ({error})"
         ) from error
     parts = urllib.parse.urlsplit(url)
+    shown = redact(url)
     if not parts.hostname and "host=" not in parts.query:
-        raise ValueError(f"PostgreSQL URL {url!r} names no host")
+        raise ValueError(f"PostgreSQL URL {shown!r} names no host")
     if not parts.path.strip("/"):
-        raise ValueError(f"PostgreSQL URL {url!r} names no database")
+        raise ValueError(f"PostgreSQL URL {shown!r} names no database")
     kept = []
     for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
         convert = _PG_OPTIONS.get(key)
@@ -70,6 +71,16 @@ def _postgres(url: str, options: dict[str, Any]) -> Store:
         try:
             options[key] = convert(value)
         except ValueError:
-            raise ValueError(f"PostgreSQL URL {url!r}: bad {key}={value!r}") from None
+            raise ValueError(f"PostgreSQL URL {shown!r}: bad {key}={value!r}") from None
     dsn = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(kept)))
     return PostgresStore(dsn, **options)
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
