@@ -1,7 +1,8 @@
 """``python -m benchmarks run [--smoke|--quick|--full] [--out results.json] [--only S,...]``.
 
 Also ``python -m benchmarks profile [--out DIR]``: the throughput and latency workloads of
-saga under pyinstrument, reports written to DIR.
+saga under pyinstrument, reports written to DIR; and ``python -m benchmarks workers``:
+the throughput workload on PostgreSQL over 1, 2 and 4 worker processes (`_scale`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tempfile
 import time
 from typing import Any
 
+from benchmarks import _scale
 from benchmarks._plan import MODES, SCENARIOS, Mode
 from benchmarks._report import machine, table, verdict_lines, verdicts
 from benchmarks._runner import Runner
@@ -192,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         help="any of throughput, latency, recovery, parked",
     )
     p.add_argument("--workdir")
+    _scale.add_parser(sub)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -56,7 +56,7 @@ async def apply_batch(
             {op.append.fence for op in batch if isinstance(op, AppendOp) and op.append.fence}
         )
         live: set[int] = set()
-        if fences:
+        if fences:  # checked after the rows are locked: a claim must wait for this commit
             rows = await conn.fetch(
                 "SELECT fence FROM saga_workers WHERE fence = ANY($1::bigint[]) "
                 "AND expires_at > clock_timestamp()",
@@ -78,18 +78,14 @@ async def apply_batch(
                 "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
                 plan.inbox_rows,
             )
-        if plan.log_rows:
-            await conn.executemany(
-                "INSERT INTO saga_log (saga_id, seq, body, fence) VALUES ($1,$2,$3,$4)",
-                plan.log_rows,
+        if plan.log_rows:  # one statement over arrays: far cheaper than a row per execute
+            await conn.execute(
+                "INSERT INTO saga_log (saga_id, seq, body, fence) "
+                "SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[], $4::bigint[])",
+                *map(list, zip(*plan.log_rows, strict=True)),
             )
         if plan.index_rows:
-            await conn.executemany(
-                "UPDATE sagas SET name=$1, version=$2, status=$3, step=$4, created_at=$5, "
-                "updated_at=$6, seq=$7, wake_at=$8, state=$9, error=$10, annotations=$11 "
-                "WHERE saga_id=$12",
-                [(*row_params(r)[1:], r.saga_id) for r in plan.index_rows],
-            )
+            await _update_index(conn, plan.index_rows)
         if plan.owners:
             await conn.executemany("UPDATE sagas SET owner = $2 WHERE saga_id = $1", plan.owners)
         if plan.consumed:
@@ -113,3 +109,19 @@ async def apply_batch(
                 sorted(notices),
             )
     return plan.results
+
+
+async def _update_index(conn: asyncpg.Connection, rows: list[SagaRow]) -> None:
+    """Every index row of the batch in one ``UPDATE ... FROM unnest(...)``."""
+    latest = {row.saga_id: row for row in rows}  # a saga appended twice: its last row
+    columns = list(zip(*(row_params(r) for r in latest.values()), strict=True))
+    await conn.execute(
+        "UPDATE sagas s SET name = u.name, version = u.version, status = u.status, "
+        "step = u.step, created_at = u.created_at, updated_at = u.updated_at, seq = u.seq, "
+        "wake_at = u.wake_at, state = u.state, error = u.error, annotations = u.annotations "
+        "FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], "
+        "$6::float8[], $7::float8[], $8::int[], $9::float8[], $10::bytea[], $11::bytea[], "
+        "$12::bytea[]) AS u(saga_id, name, version, status, step, created_at, updated_at, "
+        "seq, wake_at, state, error, annotations) WHERE s.saga_id = u.saga_id",
+        *map(list, columns),
+    )
