@@ -1,13 +1,29 @@
-"""The README's example runs as documented: ``python examples/trip_booking.py``."""
+"""The README's examples run as documented: ``python examples/trip_booking.py``, and
+``python examples/workers.py URL`` in several processes on one PostgreSQL database."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
+import pytest
+from _pg import drop_schema, new_schema, url_for
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "trip_booking.py"
+WORKERS = EXAMPLE.with_name("workers.py")
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    schema = anyio.run(new_schema)
+    try:
+        yield schema
+    finally:
+        anyio.run(drop_schema, schema)
 
 
 def _run(cwd: Path) -> dict[str, str]:
@@ -60,3 +76,16 @@ def test_trip_booking_runs_again_from_scratch(tmp_path: Path) -> None:
     again = _run(tmp_path)  # the old trips.db is replaced, not resumed
     assert {k: _status(v) for k, v in again.items()} == {k: _status(v) for k, v in first.items()}
     assert [len(_kinds(v)) for v in again.values()] == [len(_kinds(v)) for v in first.values()]
+
+
+def test_two_workers_of_the_workers_example_share_the_orders(pg_schema: str) -> None:
+    """README "Running many workers": two processes on one database finish every order."""
+    url = url_for(pg_schema)
+    argv = [sys.executable, str(WORKERS), url, "--start", "20", "--seconds", "6"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [proc.communicate(timeout=60)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    for output in outputs:
+        assert "started 20 orders" in output
+        last = output.strip().splitlines()[-1]
+        assert "40 orders completed, 0 waiting, 0 running" in last, output
