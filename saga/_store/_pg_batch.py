@@ -25,6 +25,7 @@ from saga._store._writer import Op
 __all__ = ["NOTIFY_CHANNEL", "apply_batch"]
 
 NOTIFY_CHANNEL = "saga_inbox"
+_ROW_COLUMNS_S = ", ".join("s." + c.strip() for c in ROW_COLUMNS.split(","))
 
 
 async def apply_batch(
@@ -35,15 +36,20 @@ async def apply_batch(
         known: dict[str, SagaRow] = {}
         owners: dict[str, int | None] = {}
         ids = checked_ids(batch, every_append=True)
-        if ids:
+        live: set[int] = set()
+        if ids:  # the rows, locked, and whether each owner's lease still holds
             rows = await conn.fetch(
-                f"SELECT {ROW_COLUMNS}, owner FROM sagas WHERE saga_id = ANY($1::text[]) "
-                "ORDER BY saga_id FOR UPDATE",
+                f"SELECT {_ROW_COLUMNS_S}, s.owner, w.fence IS NOT NULL FROM sagas s "
+                "LEFT JOIN saga_workers w ON w.fence = s.owner "
+                "AND w.expires_at > clock_timestamp() "
+                "WHERE s.saga_id = ANY($1::text[]) ORDER BY s.saga_id FOR UPDATE OF s",
                 ids,
             )
             for r in rows:
                 known[r[0]] = saga_row(r)
                 owners[r[0]] = r[12]
+                if r[13]:
+                    live.add(r[12])
         event_ids = sorted({op.event_id for op in batch if isinstance(op, SendOp)})
         seen: set[tuple[str, str]] = set()
         if event_ids:
@@ -52,17 +58,19 @@ async def apply_batch(
                 event_ids,
             )
             seen = {(r[0], r[1]) for r in rows}
-        fences = sorted(
-            {op.append.fence for op in batch if isinstance(op, AppendOp) and op.append.fence}
-        )
-        live: set[int] = set()
-        if fences:  # checked after the rows are locked: a claim must wait for this commit
+        # Fences that own nothing in this batch yet: a resume takes its saga over.
+        others = {
+            op.append.fence
+            for op in batch
+            if isinstance(op, AppendOp) and op.append.fence and op.append.fence not in live
+        }
+        if others:
             rows = await conn.fetch(
                 "SELECT fence FROM saga_workers WHERE fence = ANY($1::bigint[]) "
                 "AND expires_at > clock_timestamp()",
-                fences,
+                sorted(others),
             )
-            live = {r[0] for r in rows}
+            live.update(r[0] for r in rows)
 
         plan = plan_batch(batch, known, seen, origin, owners=owners, live_fences=live, fence=fence)
         if plan.new_sagas:
@@ -78,14 +86,8 @@ async def apply_batch(
                 "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
                 plan.inbox_rows,
             )
-        if plan.log_rows:  # one statement over arrays: far cheaper than a row per execute
-            await conn.execute(
-                "INSERT INTO saga_log (saga_id, seq, body, fence) "
-                "SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[], $4::bigint[])",
-                *map(list, zip(*plan.log_rows, strict=True)),
-            )
-        if plan.index_rows:
-            await _update_index(conn, plan.index_rows)
+        if plan.log_rows or plan.index_rows:
+            await _write_log_and_index(conn, plan.log_rows, plan.index_rows)
         if plan.owners:
             await conn.executemany("UPDATE sagas SET owner = $2 WHERE saga_id = $1", plan.owners)
         if plan.consumed:
@@ -111,17 +113,28 @@ async def apply_batch(
     return plan.results
 
 
-async def _update_index(conn: asyncpg.Connection, rows: list[SagaRow]) -> None:
-    """Every index row of the batch in one ``UPDATE ... FROM unnest(...)``."""
-    latest = {row.saga_id: row for row in rows}  # a saga appended twice: its last row
-    columns = list(zip(*(row_params(r) for r in latest.values()), strict=True))
+async def _write_log_and_index(
+    conn: asyncpg.Connection,
+    log_rows: list[tuple[str, int, bytes, int | None]],
+    index_rows: list[SagaRow],
+) -> None:
+    """The batch's log rows and index rows in one statement (two data-modifying parts over
+    arrays: one round trip, whatever the batch size)."""
+    latest = {row.saga_id: row for row in index_rows}  # a saga appended twice: its last row
+    columns: list[tuple[Any, ...]] = list(zip(*map(row_params, latest.values()), strict=True))
+    log_columns: list[tuple[Any, ...]] = list(zip(*log_rows, strict=True))
+    columns = columns or [()] * 12  # no index rows (only starts): empty arrays
+    log_columns = log_columns or [()] * 4
     await conn.execute(
+        "WITH logged AS (INSERT INTO saga_log (saga_id, seq, body, fence) "
+        "SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[], $4::bigint[])) "
         "UPDATE sagas s SET name = u.name, version = u.version, status = u.status, "
         "step = u.step, created_at = u.created_at, updated_at = u.updated_at, seq = u.seq, "
         "wake_at = u.wake_at, state = u.state, error = u.error, annotations = u.annotations "
-        "FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], "
-        "$6::float8[], $7::float8[], $8::int[], $9::float8[], $10::bytea[], $11::bytea[], "
-        "$12::bytea[]) AS u(saga_id, name, version, status, step, created_at, updated_at, "
+        "FROM unnest($5::text[], $6::text[], $7::int[], $8::text[], $9::text[], "
+        "$10::float8[], $11::float8[], $12::int[], $13::float8[], $14::bytea[], $15::bytea[], "
+        "$16::bytea[]) AS u(saga_id, name, version, status, step, created_at, updated_at, "
         "seq, wake_at, state, error, annotations) WHERE s.saga_id = u.saga_id",
+        *map(list, log_columns),
         *map(list, columns),
     )
