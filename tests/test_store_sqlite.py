@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import anyio
 import pytest
 from store_contract import T0, StoreContract, body, records, row
 
+import saga
 from saga import NotASagaStore, StoreError
 from saga._store import Append, SendResult, Store
 from saga._store._sqlite import SQLiteStore
@@ -269,3 +271,27 @@ async def test_concurrent_writes_share_a_transaction_and_a_bad_one_is_isolated(
         assert [len(await store.log(f"s{i}")) for i in range(20)] == [2] * 7 + [1] + [2] * 12
     finally:
         await store.close()
+
+
+async def test_a_second_runtime_process_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    """SQLite is one runtime process per file: another process gets a clear StoreError."""
+    url = f"sqlite:///{tmp_path / 'saga.db'}"
+    code = (
+        "import anyio, saga, sys\n"
+        "async def main():\n"
+        f"    async with saga.Runtime({url!r}, sagas=[]):\n"
+        "        pass\n"
+        "try:\n"
+        "    anyio.run(main)\n"
+        "except saga.StoreError as error:\n"
+        "    print(error); sys.exit(3)\n"
+    )
+    async with saga.Runtime(url, sagas=[]):
+        refused = await anyio.run_process([sys.executable, "-c", code], check=False)
+    assert refused.returncode == 3, refused.stderr.decode()
+    message = refused.stdout.decode()
+    assert "in use by another runtime" in message
+    assert "PostgreSQL for many workers" in message
+    # Once the first runtime is gone, the next process takes the file.
+    taken = await anyio.run_process([sys.executable, "-c", code], check=False)
+    assert taken.returncode == 0, taken.stderr.decode()
