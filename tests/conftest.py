@@ -23,20 +23,24 @@ def clock() -> FakeClock:
 
 
 # The SPEC behaviour suites run on every backend: on PostgreSQL, their module-level store
-# URL points at a fresh schema for each test.
+# URL (the global named here) points at a fresh schema for each test that uses it
+# (directly, or through the named helper).
 _ON_EVERY_BACKEND = {
-    "test_abort",
-    "test_compensation",
-    "test_events",
-    "test_forward",
-    "test_operator_api",
-    "test_timeouts_retries",
+    "test_abort": ("URL",),
+    "test_compensation": ("URL",),
+    "test_events": ("URL",),
+    "test_forward": ("URL",),
+    "test_operator_api": ("URL",),
+    "test_timeouts_retries": ("URL",),
+    "test_inputs": ("MEMORY",),
+    "test_observers": ("MEMORY",),
+    "test_replay": ("MEMORY", "runtime"),
 }
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    uses_url = "URL" in metafunc.function.__code__.co_names
-    if metafunc.module.__name__ in _ON_EVERY_BACKEND and uses_url:
+    names = _ON_EVERY_BACKEND.get(metafunc.module.__name__)
+    if names and set(names) & set(metafunc.function.__code__.co_names):
         metafunc.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 
 
@@ -48,7 +52,8 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         yield name
         return
     schema = anyio.run(new_schema)
-    monkeypatch.setattr(request.module, "URL", url_for(schema, lease_seconds=2))
+    attribute = _ON_EVERY_BACKEND[request.module.__name__][0]
+    monkeypatch.setattr(request.module, attribute, url_for(schema, lease_seconds=2))
     try:
         yield name
     finally:
