@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncpg
 
-from saga._errors import NotASagaStore, StoreError
+from saga._errors import NotASagaStore
+from saga._store._meta import MARKER, schema_version
 
 __all__ = ["SCHEMA_VERSION", "check_schema", "create_or_upgrade_schema"]
 
-MARKER = "saga-store"
 SCHEMA_VERSION = 1
 ACTIVE = "('RUNNING', 'WAITING', 'COMPENSATING')"
 
@@ -109,7 +109,7 @@ async def check_schema(conn: asyncpg.Connection, where: str) -> int:
     tables = {r[0] for r in await conn.fetch(_TABLES)}
     if "saga_meta" not in tables:
         raise NotASagaStore(f"{where} is not a saga store (no saga_meta table)")
-    return _version(await _meta(conn, where), where)
+    return schema_version(await _meta(conn, where), where, SCHEMA_VERSION)
 
 
 async def create_or_upgrade_schema(conn: asyncpg.Connection, schema: str, where: str) -> None:
@@ -132,7 +132,7 @@ async def create_or_upgrade_schema(conn: asyncpg.Connection, schema: str, where:
             return
         if "saga_meta" not in tables:
             raise NotASagaStore(f"{where} holds tables named like saga's but is not a saga store")
-        version = _version(await _meta(conn, where), where)
+        version = schema_version(await _meta(conn, where), where, SCHEMA_VERSION)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[target]:
                 await conn.execute(statement)
@@ -152,20 +152,3 @@ async def _meta(conn: asyncpg.Connection, where: str) -> dict[str, str]:
         return dict(await conn.fetch("SELECT key, value FROM saga_meta"))
     except asyncpg.UndefinedColumnError as error:  # another application's saga_meta
         raise NotASagaStore(f"{where} is not a saga store: {error}") from None
-
-
-def _version(meta: dict[str, str], where: str) -> int:
-    if meta.get("format") != MARKER:
-        raise NotASagaStore(f"{where} is not a saga store")
-    try:
-        version = int(meta.get("schema_version", "0"))
-    except ValueError:
-        raise NotASagaStore(f"{where} has an unreadable schema version") from None
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{where} has schema version {version}; this saga understands up to "
-            f"{SCHEMA_VERSION}: upgrade saga"
-        )
-    if version < 1:
-        raise NotASagaStore(f"{where} has no usable schema version")
-    return version

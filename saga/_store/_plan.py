@@ -16,9 +16,18 @@ import msgspec
 
 from saga._errors import LeaseLost, StoreError
 from saga._store._base import Append, InboxKind, SagaRow, SendResult
-from saga._store._writer import Op
+from saga._store._writer import GroupCommitWriter, Op
 
-__all__ = ["TERMINAL", "AppendOp", "BatchPlan", "SendOp", "StartOp", "plan_batch", "row_params"]
+__all__ = [
+    "TERMINAL",
+    "AppendOp",
+    "BatchPlan",
+    "BatchedWrites",
+    "SendOp",
+    "StartOp",
+    "plan_batch",
+    "row_params",
+]
 
 TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
 
@@ -60,6 +69,53 @@ class AppendOp(Op[bool]):
         super().__init__()
         self.append = append
         self.status = status
+
+
+class BatchedWrites:
+    """The `Store` writes of a backend whose transactions are `plan_batch`es queued on a
+    `GroupCommitWriter` (``_writer``, set while open). ``access`` limits what may be
+    written: ``"client"`` only sends, ``"read"`` nothing."""
+
+    access: str
+    _writer: GroupCommitWriter | None
+
+    def _submit_target(self, op: str = "send") -> GroupCommitWriter:
+        if self.access == "read" or (self.access == "client" and op != "send"):
+            raise StoreError(
+                f"this store was opened with access={self.access!r}: it cannot {op}; "
+                "only a runtime that owns the store writes saga logs"
+            )
+        if self._writer is None:
+            raise StoreError("the store is not open")
+        return self._writer
+
+    def _fenced(self, append: Append) -> Append:
+        """``append`` as it is to be checked (a shared store stamps a missing fence)."""
+        return append
+
+    async def start(self, row: SagaRow, records: list[tuple[int, bytes]]) -> SagaRow | None:
+        return await self._submit_target("start").submit(StartOp(row, records))
+
+    async def send(
+        self,
+        saga_id: str,
+        event_id: str,
+        *,
+        kind: str,
+        name: str,
+        key: str | None,
+        payload: bytes,
+        sent_at: float,
+        headers: bytes | None = None,
+    ) -> SendResult:
+        op = SendOp(saga_id, event_id, kind, name, key, payload, sent_at, headers)
+        return await self._submit_target().submit(op)
+
+    async def append(self, append: Append) -> None:
+        await self._submit_target("append").submit(AppendOp(self._fenced(append), None))
+
+    async def append_if(self, append: Append, *, status: str) -> bool:
+        return await self._submit_target("append").submit(AppendOp(self._fenced(append), status))
 
 
 @dataclass(slots=True)

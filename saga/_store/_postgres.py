@@ -28,11 +28,11 @@ import anyio.abc
 import asyncpg
 
 from saga._errors import StoreError
-from saga._store._base import Append, SagaRow, SendResult, Store
+from saga._store._base import Append, Store
 from saga._store._pg_batch import NOTIFY_CHANNEL, apply_batch
 from saga._store._pg_reads import PostgresReads
 from saga._store._pg_schema import ACTIVE, check_schema, create_or_upgrade_schema, quote_ident
-from saga._store._plan import AppendOp, SendOp, StartOp
+from saga._store._plan import BatchedWrites
 from saga._store._writer import GroupCommitWriter, Op
 
 __all__ = ["PostgresStore"]
@@ -43,7 +43,7 @@ ACCESS_MODES = ("owner", "client", "read")
 _CONNECTION_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
-class PostgresStore(PostgresReads, Store):
+class PostgresStore(PostgresReads, BatchedWrites, Store):
     """A saga store in a PostgreSQL database, shared by any number of workers.
 
     Args:
@@ -269,40 +269,6 @@ class PostgresStore(PostgresReads, Store):
                 await self._listen()
 
     # -- writes -------------------------------------------------------------------------------
-
-    def _submit_target(self, op: str = "send") -> GroupCommitWriter:
-        if self.access == "read" or (self.access == "client" and op != "send"):
-            raise StoreError(
-                f"this store was opened with access={self.access!r}: it cannot {op}; "
-                "only a worker runtime writes saga logs"
-            )
-        if self._writer is None:
-            raise StoreError("the store is not open")
-        return self._writer
-
-    async def start(self, row: SagaRow, records: list[tuple[int, bytes]]) -> SagaRow | None:
-        return await self._submit_target("start").submit(StartOp(row, records))
-
-    async def send(
-        self,
-        saga_id: str,
-        event_id: str,
-        *,
-        kind: str,
-        name: str,
-        key: str | None,
-        payload: bytes,
-        sent_at: float,
-        headers: bytes | None = None,
-    ) -> SendResult:
-        op = SendOp(saga_id, event_id, kind, name, key, payload, sent_at, headers)
-        return await self._submit_target().submit(op)
-
-    async def append(self, append: Append) -> None:
-        await self._submit_target("append").submit(AppendOp(self._fenced(append), None))
-
-    async def append_if(self, append: Append, *, status: str) -> bool:
-        return await self._submit_target("append").submit(AppendOp(self._fenced(append), status))
 
     def _fenced(self, append: Append) -> Append:
         if append.fence is None:  # written by this worker as it is now (not by an actor)

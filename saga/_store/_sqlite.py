@@ -29,12 +29,10 @@ import anyio.abc
 
 from saga._errors import NotASagaStore, StoreError
 from saga._store._base import (
-    Append,
-    SagaRow,
-    SendResult,
     Store,
 )
-from saga._store._sqlite_batch import AppendOp, SendOp, StartOp, apply_batch
+from saga._store._plan import BatchedWrites
+from saga._store._sqlite_batch import apply_batch
 from saga._store._sqlite_reads import SQLiteReads
 from saga._store._sqlite_schema import check_schema, create_or_upgrade_schema
 from saga._store._thread import ConnectionThread
@@ -45,7 +43,7 @@ __all__ = ["ACCESS_MODES", "SQLiteStore"]
 ACCESS_MODES = ("owner", "client", "read")
 
 
-class SQLiteStore(SQLiteReads, Store):
+class SQLiteStore(SQLiteReads, BatchedWrites, Store):
     """A saga store in one SQLite file.
 
     Args:
@@ -235,42 +233,6 @@ class SQLiteStore(SQLiteReads, Store):
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
-
-    def _submit_target(self, op: str = "send") -> GroupCommitWriter:
-        if self.access == "read" or (self.access == "client" and op != "send"):
-            raise StoreError(
-                f"this store was opened with access={self.access!r}: it cannot {op}; "
-                "only the runtime that owns the store writes its logs"
-            )
-        if self._writer is None:
-            raise StoreError("the store is not open")
-        return self._writer
-
-    # -- writes -------------------------------------------------------------------------------
-
-    async def start(self, row: SagaRow, records: list[tuple[int, bytes]]) -> SagaRow | None:
-        return await self._submit_target("start").submit(StartOp(row, records))
-
-    async def send(
-        self,
-        saga_id: str,
-        event_id: str,
-        *,
-        kind: str,
-        name: str,
-        key: str | None,
-        payload: bytes,
-        sent_at: float,
-        headers: bytes | None = None,
-    ) -> SendResult:
-        op = SendOp(saga_id, event_id, kind, name, key, payload, sent_at, headers)
-        return await self._submit_target().submit(op)
-
-    async def append(self, append: Append) -> None:
-        await self._submit_target("append").submit(AppendOp(append, None))
-
-    async def append_if(self, append: Append, *, status: str) -> bool:
-        return await self._submit_target("append").submit(AppendOp(append, status))
 
     async def _rollback(self) -> None:
         pass  # apply_batch rolls back on its own thread before it raises

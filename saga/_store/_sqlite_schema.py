@@ -11,11 +11,11 @@ import sqlite3
 
 import aiosqlite
 
-from saga._errors import NotASagaStore, StoreError
+from saga._errors import NotASagaStore
+from saga._store._meta import MARKER, schema_version
 
-__all__ = ["MARKER", "SCHEMA", "SCHEMA_VERSION", "check_schema", "create_or_upgrade_schema"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "check_schema", "create_or_upgrade_schema"]
 
-MARKER = "saga-store"
 SCHEMA_VERSION = 2
 
 SCHEMA = """
@@ -96,7 +96,7 @@ async def check_schema(conn: aiosqlite.Connection, path: str) -> int:
         rows = await conn.execute_fetchall("SELECT key, value FROM saga_meta")
     except sqlite3.DatabaseError as error:
         raise NotASagaStore(f"{path!r} is not a saga store: {error}") from error
-    return _version({k: v for k, v in rows}, path)
+    return schema_version({k: v for k, v in rows}, repr(path), SCHEMA_VERSION)
 
 
 async def create_or_upgrade_schema(conn: aiosqlite.Connection, path: str) -> None:
@@ -124,7 +124,7 @@ async def create_or_upgrade_schema(conn: aiosqlite.Connection, path: str) -> Non
                 )
             else:
                 rows = await conn.execute_fetchall("SELECT key, value FROM saga_meta")
-                version = _version({k: v for k, v in rows}, path)
+                version = schema_version({k: v for k, v in rows}, repr(path), SCHEMA_VERSION)
                 for target in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in MIGRATIONS[target]:
                         await conn.execute(statement)
@@ -140,20 +140,3 @@ async def create_or_upgrade_schema(conn: aiosqlite.Connection, path: str) -> Non
             raise
     except sqlite3.DatabaseError as error:
         raise NotASagaStore(f"{path!r} is not a saga store: {error}") from error
-
-
-def _version(meta: dict[str, str], path: str) -> int:
-    if meta.get("format") != MARKER:
-        raise NotASagaStore(f"{path!r} is not a saga store")
-    try:
-        version = int(meta.get("schema_version", "0"))
-    except ValueError:
-        raise NotASagaStore(f"{path!r} has an unreadable schema version") from None
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{path!r} has schema version {version}; this saga understands up to "
-            f"{SCHEMA_VERSION}: upgrade saga"
-        )
-    if version < 1:
-        raise NotASagaStore(f"{path!r} has no usable schema version")
-    return version
