@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -64,3 +65,12 @@ async def fresh_schema() -> AsyncIterator[str]:
         yield schema
     finally:
         await drop_schema(schema)
+
+
+async def query(schema: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """Run one statement with ``schema`` first on the search path; its rows."""
+    conn = await asyncpg.connect(PG_URL, server_settings={"search_path": f'"{schema}"'})
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()

@@ -58,3 +58,13 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         yield name
     finally:
         anyio.run(drop_schema, schema)
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema on the test server, dropped with all it holds afterwards."""
+    name = anyio.run(new_schema)
+    try:
+        yield name
+    finally:
+        anyio.run(drop_schema, name)

@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
 from _behaviour import Gate, Trip, simple_step, wait_status
-from _pg import fresh_schema, url_for
+from _pg import url_for
 
 import saga
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def schema() -> AsyncIterator[str]:
-    async for name in fresh_schema():
-        yield name
 
 
 async def cli(url: str, *args: str) -> str:

@@ -6,24 +6,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import anyio
-import pytest
-from _pg import drop_schema, new_schema, url_for
+from _pg import url_for
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "trip_booking.py"
 WORKERS = EXAMPLE.with_name("workers.py")
-
-
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    schema = anyio.run(new_schema)
-    try:
-        yield schema
-    finally:
-        anyio.run(drop_schema, schema)
 
 
 def _run(cwd: Path) -> dict[str, str]:
@@ -78,9 +66,9 @@ def test_trip_booking_runs_again_from_scratch(tmp_path: Path) -> None:
     assert [len(_kinds(v)) for v in again.values()] == [len(_kinds(v)) for v in first.values()]
 
 
-def test_two_workers_of_the_workers_example_share_the_orders(pg_schema: str) -> None:
+def test_two_workers_of_the_workers_example_share_the_orders(schema: str) -> None:
     """README "Running many workers": two processes on one database finish every order."""
-    url = url_for(pg_schema)
+    url = url_for(schema)
     argv = [sys.executable, str(WORKERS), url, "--start", "20", "--seconds", "6"]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [proc.communicate(timeout=60)[0] for proc in procs]

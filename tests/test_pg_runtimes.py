@@ -4,12 +4,10 @@ clean hand-over when a worker shuts down)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anyio
 import pytest
 from _behaviour import Gate, Trip, simple_step, wait_status
-from _pg import fresh_schema, url_for
+from _pg import url_for
 
 import saga
 
@@ -17,9 +15,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def url() -> AsyncIterator[str]:
-    async for schema in fresh_schema():
-        yield url_for(schema, lease_seconds=2)
+def url(schema: str) -> str:
+    return url_for(schema, lease_seconds=2)
 
 
 def trip(calls: list[str]) -> saga.Saga[Trip]:

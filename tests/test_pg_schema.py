@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-import asyncpg
 import msgspec
 import pytest
-from _pg import PG_URL, fresh_schema, url_for
+from _pg import PG_URL, query, url_for
 from store_contract_base import T0, body, records, row
 
 import saga
@@ -42,21 +40,6 @@ async def main(dsn, schema, at):
 
 anyio.run(main, sys.argv[1], sys.argv[2], float(sys.argv[3]))
 """
-
-
-@pytest.fixture
-async def schema() -> AsyncIterator[str]:
-    async for name in fresh_schema():
-        yield name
-
-
-async def query(schema: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    """Run one statement with ``schema`` first on the search path; its rows."""
-    conn = await asyncpg.connect(PG_URL, server_settings={"search_path": f'"{schema}"'})
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
 
 
 async def tables(schema: str) -> set[str]:

@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-import asyncpg
 import pytest
-from _pg import PG_URL, fresh_schema
+from _pg import PG_URL, query
 from store_contract import T0, StoreContract, body, records, row
 
 from saga import LeaseLost
@@ -19,12 +18,6 @@ from saga._store import Append, SendResult, Store
 from saga._store._postgres import PostgresStore
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def schema() -> AsyncIterator[str]:
-    async for name in fresh_schema():
-        yield name
 
 
 class TestPostgresStore(StoreContract):
@@ -48,15 +41,6 @@ class TestPostgresStore(StoreContract):
 
 
 # -- what only a shared store has ---------------------------------------------------------------
-
-
-async def query(schema: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    """Run one statement with ``schema`` first on the search path; its rows."""
-    conn = await asyncpg.connect(PG_URL, server_settings={"search_path": f'"{schema}"'})
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
 
 
 async def expire(schema: str, fence: int | None) -> None:

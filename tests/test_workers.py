@@ -12,13 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import asyncpg
 import pytest
-from _pg import PG_URL, drop_schema, new_schema, url_for
+from _pg import PG_URL, url_for
 
 from saga._records import decode_record
 from saga._store._postgres import PostgresStore
@@ -74,15 +73,6 @@ class Worker:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = anyio.run(new_schema)
-    try:
-        yield name
-    finally:
-        anyio.run(drop_schema, name)
 
 
 async def send_payments(url_schema: str, numbers: range) -> dict[str, str]:
