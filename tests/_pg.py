@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -56,15 +55,6 @@ async def new_schema() -> str:
     """A schema name nobody uses yet (the server checked reachable first)."""
     await require_server()
     return "saga_test_" + uuid.uuid4().hex[:12]
-
-
-async def fresh_schema() -> AsyncIterator[str]:
-    """A schema name nobody uses, dropped (with everything in it) afterwards."""
-    schema = await new_schema()
-    try:
-        yield schema
-    finally:
-        await drop_schema(schema)
 
 
 async def query(schema: str, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -8,10 +8,12 @@ statement kind. The backend writes them and publishes the results after ``COMMIT
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import msgspec
 
 from saga._errors import LeaseLost, StoreError
@@ -78,6 +80,31 @@ class BatchedWrites:
 
     access: str
     _writer: GroupCommitWriter | None
+    _writing: contextlib.AsyncExitStack | None
+    _max_batch: int
+
+    async def _commit(self, batch: Sequence[Op[Any]]) -> None:
+        raise NotImplementedError  # pragma: no cover - every backend has its transaction
+
+    async def _rollback(self) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    async def _start_writing(self) -> None:
+        """Start the group-commit writer on a task of its own."""
+        self._writer = GroupCommitWriter(self._commit, self._rollback, max_batch=self._max_batch)
+        self._writing = contextlib.AsyncExitStack()
+        tg = await self._writing.enter_async_context(anyio.create_task_group())
+        tg.start_soon(self._writer.run)
+
+    async def _stop_writing(self) -> None:
+        """Commit what is queued, then stop the writer."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if self._writing is not None:
+                await self._writing.aclose()
+        finally:
+            self._writing = self._writer = None
 
     def _submit_target(self, op: str = "send") -> GroupCommitWriter:
         if self.access == "read" or (self.access == "client" and op != "send"):

@@ -103,7 +103,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._writer: GroupCommitWriter | None = None
-        self._exit: contextlib.AsyncExitStack | None = None
+        self._writing: contextlib.AsyncExitStack | None = None
         self._recent: dict[int, int] = {}
         self._signal = anyio.Event()
 
@@ -151,10 +151,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
 
     async def close(self) -> None:
         try:
-            if self._writer is not None:
-                self._writer.close()
-            if self._exit is not None:
-                await self._exit.aclose()
+            await self._stop_writing()
             if self.fence is not None and self._pool is not None:
                 # Let the other workers take this one's open sagas over at once.
                 with contextlib.suppress(*_CONNECTION_ERRORS), anyio.CancelScope(shield=True):
@@ -163,7 +160,6 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
                         self.fence,
                     )
         finally:
-            self._exit = self._writer = None
             await self._disconnect()
 
     async def _disconnect(self) -> None:

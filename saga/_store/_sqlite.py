@@ -24,8 +24,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
-import anyio
-import anyio.abc
 
 from saga._errors import NotASagaStore, StoreError
 from saga._store._base import (
@@ -96,8 +94,7 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
         self._wthread: ConnectionThread | None = None
         self._rconn: aiosqlite.Connection | None = None
         self._writer: GroupCommitWriter | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._exit: contextlib.AsyncExitStack | None = None
+        self._writing: contextlib.AsyncExitStack | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -167,19 +164,12 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
             await self._disconnect()
             raise StoreError(f"cannot open store {self.path!r} for writing: {error}") from error
         self._wthread = thread
-        self._writer = GroupCommitWriter(self._commit, self._rollback, max_batch=self._max_batch)
-        self._exit = contextlib.AsyncExitStack()
-        self._tg = await self._exit.enter_async_context(anyio.create_task_group())
-        self._tg.start_soon(self._writer.run)
+        await self._start_writing()
 
     async def close(self) -> None:
         try:
-            if self._writer is not None:
-                self._writer.close()
-            if self._exit is not None:
-                await self._exit.aclose()
+            await self._stop_writing()
         finally:
-            self._exit = self._tg = self._writer = None
             await self._disconnect()
 
     def _lock(self) -> None:
