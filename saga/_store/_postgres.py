@@ -142,12 +142,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
                 raise StoreError(f"cannot open {self.where}: {error}") from error
             raise
         if self.access != "read":
-            self._writer = GroupCommitWriter(
-                self._commit, self._rollback, max_batch=self._max_batch
-            )
-            self._exit = contextlib.AsyncExitStack()
-            tg = await self._exit.enter_async_context(anyio.create_task_group())
-            tg.start_soon(self._writer.run)
+            await self._start_writing()
 
     async def close(self) -> None:
         try:
