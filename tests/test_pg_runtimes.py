@@ -5,11 +5,13 @@ clean hand-over when a worker shuts down)."""
 from __future__ import annotations
 
 import anyio
+import asyncpg
 import pytest
 from _behaviour import Gate, Trip, simple_step, wait_status
-from _pg import url_for
+from _pg import PG_URL, url_for
 
 import saga
+from saga._store import SendResult, open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -72,3 +74,39 @@ async def test_a_worker_that_shuts_down_hands_its_sagas_to_the_others(url: str) 
         assert [i.status for i in infos] == [saga.Status.COMPLETED] * 3
         assert calls_a == ["Book.run"] * 3
         assert calls_b == ["Pay.run"] * 3  # only what was left; Book never ran again
+
+
+async def test_a_worker_rides_out_its_database_connections_being_killed(url: str) -> None:
+    """The server drops every connection of the worker (a failover, a restart): the
+    worker reconnects, and a saga waiting for an event still gets it and finishes."""
+    calls: list[str] = []
+    async with saga.Runtime(url, sagas=[trip(calls)]) as runtime:
+        await runtime.start("trip", Trip(), saga_id="t-1")
+        await wait_status(runtime, "t-1", saga.Status.WAITING)
+        killed = await terminate_backends(runtime.store.origin)
+        assert killed >= 2  # at least the listener and a pooled connection
+        client = open_store(url, access="client")
+        await client.open()
+        try:
+            sent = await client.send("t-1", "e1", kind="event", name="go", key=None,
+                                     payload=b"\xc0", sent_at=0.0)  # fmt: skip
+        finally:
+            await client.close()
+        assert sent is SendResult.FORWARDED
+        with anyio.fail_after(15):
+            info = await runtime.handle("t-1").result()
+        assert info.status is saga.Status.COMPLETED
+        assert calls == ["Book.run", "Pay.run"]
+
+
+async def terminate_backends(origin: str) -> int:
+    """Kill every server connection of the store instance ``origin``; how many."""
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        rows = await conn.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            f"saga:{origin[:8]}",
+        )
+    finally:
+        await conn.close()
+    return sum(1 for r in rows if r[0])

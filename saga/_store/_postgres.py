@@ -118,7 +118,9 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        settings = {"search_path": quote_ident(self.schema), "application_name": "saga"}
+        # application_name tells a DBA which worker a connection belongs to (pg_stat_activity).
+        settings = {"search_path": quote_ident(self.schema),
+                    "application_name": f"saga:{self.origin[:8]}"}  # fmt: skip
         if self._durability == "normal":
             settings["synchronous_commit"] = "off"
         try:
@@ -241,7 +243,9 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
     # -- notifications ------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        self._listener = await asyncpg.connect(self._dsn)
+        self._listener = await asyncpg.connect(
+            self._dsn, server_settings={"application_name": f"saga:{self.origin[:8]}"}
+        )
         await self._listener.add_listener(NOTIFY_CHANNEL, self._notified)
 
     def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
