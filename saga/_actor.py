@@ -110,6 +110,44 @@ class Actor:
         self._consumed: list[str] = []
         self._closed: str | None = None
         self._observers = ObserverCalls(())
+        self._first: _Invocation | None = None  # set by `begin`: the handler to run first
+
+    def begin(self, first: Record, state: bytes) -> list[Record]:
+        """Prepare a saga `Runtime.start` is creating: the records of its first commit.
+
+        The actor was created with the progress after ``first`` (``saga_started``). This
+        adds the first step's ``step_started``, so that the saga's start and its first
+        step's start are one commit. Once that commit is done, the runtime calls `announce`
+        and runs the actor, which invokes the first handler without reading the store.
+
+        Args:
+            first: the ``saga_started`` record.
+            state: the initial state, encoded.
+
+        Returns:
+            ``first`` and the records that follow it now.
+        """
+        progress = self._progress
+        assert progress is not None
+        assert progress.seq == first.seq == 1
+        self._prepare(progress, state)
+        if self._observers:
+            self._infos.append(self._core.info_of(progress, self._saga))
+        self._batch.append(first)
+        self._first = self._advance(progress)
+        records, self._batch = self._batch, []
+        return records
+
+    async def announce(self, records: list[Record]) -> None:
+        """Call observers for the records `begin` returned, once they are committed."""
+        infos, self._infos = self._infos, []
+        for record, info in zip(records, infos, strict=False):
+            await self._observers.on_transition(record, info)
+
+    def discard(self) -> None:
+        """Close the mailbox of an actor that will never run."""
+        self.mailbox.close()
+        self._inbound.close()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -126,14 +164,20 @@ class Actor:
             self._inbound.close()
 
     async def _load(self) -> None:
+        if self._saga is not None:
+            return  # begun by `Runtime.start`: a new saga, whose inbox was empty at its start
         progress = self._progress
         if progress is None:
             progress = self._progress = await self._core.fold(self.saga_id)
-        self._saga = self._core.definition_for(progress)
-        self._observers = self._core.observers_for(self._saga)
-        self._state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
+        state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
+        self._prepare(progress, state)
         for item in await self._core.store.inbox(self.saga_id):
             self._accept(item)
+
+    def _prepare(self, progress: Progress, state: bytes) -> None:
+        self._saga = self._core.definition_for(progress)
+        self._observers = self._core.observers_for(self._saga)
+        self._state = state
 
     def _accept(self, message: Message) -> None:
         if isinstance(message, Refresh):
@@ -152,6 +196,9 @@ class Actor:
     async def _drive(self) -> None:
         progress = self._progress
         assert progress is not None
+        first, self._first = self._first, None
+        if first is not None and not self._core.closing:
+            await self._invoke(progress, first)  # its step_started was committed by the start
         while True:
             closing = self._core.closing
             while not closing:  # take every message already there

@@ -236,6 +236,21 @@ class Core:
         self._actors[saga_id] = actor
         self.running().start_soon(actor.run)
 
+    def adopt(self, actor: Actor) -> bool:
+        """Register an actor built by `Runtime.start`, unless its saga has one already.
+
+        Messages for the saga queue in its mailbox until `launch` runs it.
+        """
+        if actor.saga_id in self._actors:
+            return False
+        self._actors[actor.saga_id] = actor
+        return True
+
+    def launch(self, actor: Actor) -> None:
+        """Run an adopted actor's task."""
+        if self._actors.get(actor.saga_id) is actor:
+            self.running().start_soon(actor.run)
+
     def try_passivate(self, actor: Actor) -> bool:
         """Unregister an idle actor, unless a message reached it meanwhile."""
         if actor.mailbox.statistics().current_buffer_used:

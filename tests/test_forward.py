@@ -281,6 +281,54 @@ async def test_start_is_durable(tmp_path: Path) -> None:
         assert (await runtime.handle("d-1").result(timeout=5)).status is saga.Status.COMPLETED
 
 
+async def test_start_commits_the_first_step_started_with_saga_started() -> None:
+    writes: list[tuple[str, list[int]]] = []
+    seen: list[str] = []
+    runtime_box: list[saga.Runtime] = []
+
+    class Note(saga.Observer):
+        async def on_transition(self, record: saga.Record, info: saga.SagaInfo) -> None:
+            seen.append(f"{record.kind}@{info.seq}")
+
+        async def before_step(self, ctx: saga.StepContext[Any]) -> None:
+            seen.append(f"before {ctx.step}")
+
+    class First(saga.Step):
+        async def run(self, ctx: saga.StepContext[Trip]) -> None:
+            log = await runtime_box[0].history(ctx.saga_id)
+            seen.append("run: " + ",".join(r.kind for r in log))
+
+    definition = saga.Saga("one-commit", state=Trip, steps=[First()], observers=[Note()])
+    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+        runtime_box.append(runtime)
+        store = runtime.store
+        start, append = store.start, store.append
+
+        async def counted_start(row: Any, records: list[tuple[int, bytes]]) -> Any:
+            writes.append(("start", [seq for seq, _ in records]))
+            return await start(row, records)
+
+        async def counted_append(a: Any) -> None:
+            writes.append(("append", [seq for seq, _ in a.records]))
+            await append(a)
+
+        store.start, store.append = counted_start, counted_append  # type: ignore[method-assign]
+        handle = await runtime.start(definition, Trip(), saga_id="s")
+        assert writes == [("start", [1, 2])]  # durable when start returns, in one commit
+        info = await handle.result(timeout=5)
+
+    assert info.status is saga.Status.COMPLETED
+    assert writes == [("start", [1, 2]), ("append", [3, 4])]
+    assert seen == [
+        "saga_started@1",
+        "step_started@2",
+        "before First",
+        "run: saga_started,step_started",
+        "step_completed@3",
+        "saga_completed@4",
+    ]
+
+
 async def test_start_existing_id_with_same_definition_starts_nothing() -> None:
     gate = Gate()
     definition = saga.Saga("once", state=Trip, steps=[gate])
