@@ -26,7 +26,14 @@ from saga._errors import PayloadTooLarge, PoisonStep, StepTimeout
 from saga._fold import Handler, Progress, Todo
 from saga._info import ErrorInfo, SagaInfo
 from saga._observer import ObserverCalls, StepOutcome
-from saga._records import Kind, Record, decode_payload, encode_payload, encode_record
+from saga._records import (
+    Kind,
+    Record,
+    decode_payload,
+    encode_payload,
+    encode_record,
+    plain_record,
+)
 from saga._requests import decode_request
 from saga._store import Append, InboxItem, InboxKind, SagaRow
 
@@ -142,7 +149,7 @@ class Actor:
         """Call observers for the records `begin` returned, once they are committed."""
         infos, self._infos = self._infos, []
         for record, info in zip(records, infos, strict=False):
-            await self._observers.on_transition(record, info)
+            await self._observers.on_transition(plain_record(record), info)
 
     def discard(self) -> None:
         """Close the mailbox of an actor that will never run."""
@@ -380,7 +387,7 @@ class Actor:
         await self._core.store.append(append)
         self._core.transitions += len(records)
         for record, info in zip(records, infos, strict=False):
-            await self._observers.on_transition(record, info)
+            await self._observers.on_transition(plain_record(record), info)
 
     # -- handlers -----------------------------------------------------------------------------
 
@@ -428,14 +435,14 @@ class Actor:
             })  # fmt: skip
             return
         self._state = state
-        plain = decode_payload(state)
+        saved = msgspec.Raw(state)  # written as is: the state is encoded once
         if result is None:
             await self._observers.after_step(ctx, StepOutcome(kind="completed"))
-            self._add(Kind.STEP_COMPLETED, step.name, {**direction, "state": plain})
+            self._add(Kind.STEP_COMPLETED, step.name, {**direction, "state": saved})
         else:
             await self._observers.after_step(ctx, StepOutcome(kind="waiting", wait=result))
             deadline = None if result.timeout is None else self._core.clock.now() + result.timeout
             self._add(Kind.STEP_WAITING, step.name, {
                 **direction, "event": result.name, "key": result.key,
-                "timeout": result.timeout, "deadline": deadline, "state": plain,
+                "timeout": result.timeout, "deadline": deadline, "state": saved,
             })  # fmt: skip

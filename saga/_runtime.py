@@ -29,7 +29,7 @@ from saga._fold import Progress
 from saga._handle import SagaHandle
 from saga._info import DeadLetter, ErrorInfo, SagaInfo, Status
 from saga._observer import Observer
-from saga._records import Kind, Record, decode_payload, decode_record, encode_payload, encode_record
+from saga._records import Kind, Record, decode_record, encode_payload, encode_record
 from saga._requests import encode_request
 from saga._store import InboxItem, InboxKind, SagaRow, SendResult, Store, open_store
 from saga._validate import check_name
@@ -184,7 +184,7 @@ class Runtime:
         calls = self._core.observers_for(definition)
         data = {
             "saga_id": saga_id, "name": definition.name, "version": definition.version,
-            "steps": list(definition.step_names), "state": decode_payload(encoded),
+            "steps": list(definition.step_names), "state": msgspec.Raw(encoded),
         }  # fmt: skip
         if calls:
             # A repeated start must not make observers emit anything (e.g. a stray span).

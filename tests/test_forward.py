@@ -289,6 +289,9 @@ async def test_start_commits_the_first_step_started_with_saga_started() -> None:
     class Note(saga.Observer):
         async def on_transition(self, record: saga.Record, info: saga.SagaInfo) -> None:
             seen.append(f"{record.kind}@{info.seq}")
+            if "state" in record.data:  # observers get plain values, whatever the runtime keeps
+                assert record.data["state"] == {"log": [], "n": 0}
+                assert info.state == Trip()
 
         async def before_step(self, ctx: saga.StepContext[Any]) -> None:
             seen.append(f"before {ctx.step}")
