@@ -229,7 +229,7 @@ class Actor:
             if self._batch:
                 await self._commit()
             if progress.terminal:
-                self._core.saga_finished(self.saga_id)
+                self._core.saga_finished(self.saga_id, self._final_info)
                 return
             if invocation is not None:
                 await self._invoke(progress, invocation)
@@ -242,6 +242,13 @@ class Actor:
             if self._core.try_passivate(self):
                 return
             self._accept(await self._inbound.receive())
+
+    def _final_info(self) -> SagaInfo:
+        """The `SagaInfo` of the ended saga, as `Runtime.get` would read it back."""
+        progress = self._progress
+        assert progress is not None
+        assert self._saga is not None
+        return progress.info(self._core.decode_state(self._saga, self._state))
 
     def _advance(self, p: Progress) -> _Invocation | None:
         """Append every record the log owes now; return the handler to invoke, if any."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -41,13 +41,23 @@ from saga._store import Append, InboxItem, InboxKind, SagaRow, Store
 from saga._timers import TimerService
 from saga._validate import check_name
 
-__all__ = ["INBOX_POLL_INTERVAL", "Core"]
+__all__ = ["INBOX_POLL_INTERVAL", "Core", "Finished"]
 
 logger = logging.getLogger("saga.runtime")
 
 # Seconds between two looks at what other processes put in the inbox. Requests from the
 # command line are promised to take effect within a second.
 INBOX_POLL_INTERVAL = 0.25
+
+
+class Finished:
+    """A saga's end, awaited: ``info`` is its final `SagaInfo` if the actor reported it."""
+
+    __slots__ = ("event", "info")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.info: SagaInfo | None = None
 
 
 class Core:
@@ -75,7 +85,7 @@ class Core:
         self._decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {}
         self._actors: dict[str, Actor] = {}
         self._parked: dict[str, ErrorInfo] = {}
-        self._finished: dict[str, anyio.Event] = {}
+        self._finished: dict[str, Finished] = {}
         self._all_stopped = anyio.Event()
         self.tg: anyio.abc.TaskGroup | None = None
         self.timers = TimerService(clock, self.wake, store.due)
@@ -282,15 +292,17 @@ class Core:
         info = ErrorInfo.from_exception(error, None)
         self._parked[saga_id] = info
         logger.warning("saga %r is parked and will not run: %s", saga_id, info)
-        event = self._finished.pop(saga_id, None)
-        if event is not None:
-            event.set()
+        waiter = self._finished.pop(saga_id, None)
+        if waiter is not None:
+            waiter.event.set()
 
-    def saga_finished(self, saga_id: str) -> None:
+    def saga_finished(self, saga_id: str, final: Callable[[], SagaInfo] | None = None) -> None:
+        """The saga ended; ``final`` gives its `SagaInfo` to whoever waits for that."""
         self.timers.disarm(saga_id)
-        event = self._finished.pop(saga_id, None)
-        if event is not None:
-            event.set()
+        waiter = self._finished.pop(saga_id, None)
+        if waiter is not None:
+            waiter.info = None if final is None else final()
+            waiter.event.set()
 
     def wake(self, saga_id: str) -> None:
         if self.closing:
@@ -316,11 +328,16 @@ class Core:
         elif saga_id not in self._parked and not self.closing:
             self.activate(saga_id)
 
-    def finished_event(self, saga_id: str) -> anyio.Event:
-        event = self._finished.get(saga_id)
-        if event is None:
-            event = self._finished[saga_id] = anyio.Event()
-        return event
+    def finished_waiter(self, saga_id: str) -> Finished:
+        """What `SagaHandle.result` waits on: set when the saga ends or is parked here."""
+        waiter = self._finished.get(saga_id)
+        if waiter is None:
+            waiter = self._finished[saga_id] = Finished()
+        return waiter
+
+    def is_active(self, saga_id: str) -> bool:
+        """Whether an actor of this runtime runs the saga (so it will report its end)."""
+        return saga_id in self._actors
 
     def raise_if_parked(self, saga_id: str) -> None:
         error = self._parked.get(saga_id)

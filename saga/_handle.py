@@ -38,15 +38,25 @@ class SagaHandle:
             CorruptLog: the saga's log cannot be read; it is parked.
         """
         runtime = self._runtime
+        core = runtime._core
         with anyio.fail_after(timeout):
+            finished = core.finished_waiter(self.saga_id)
+            # A saga an actor of this runtime runs is not over: that actor reports its end
+            # with the final SagaInfo, and no read is needed. Else ask the store.
+            ask = not core.is_active(self.saga_id)
             while True:
-                finished = runtime._core.finished_event(self.saga_id)
-                info = await runtime.get(self.saga_id)
-                runtime._core.raise_if_parked(self.saga_id)
-                if info.status.terminal:
-                    return info
+                if ask:
+                    info = await runtime.get(self.saga_id)
+                    core.raise_if_parked(self.saga_id)
+                    if info.status.terminal:
+                        return info
                 with anyio.move_on_after(_POLL_INTERVAL):
-                    await finished.wait()
+                    await finished.event.wait()
+                if finished.info is not None:
+                    return finished.info
+                # Parked, or not ended within the interval (another process may end it).
+                finished = core.finished_waiter(self.saga_id)
+                ask = True
 
     def __repr__(self) -> str:
         return f"SagaHandle({self.saga_id!r})"

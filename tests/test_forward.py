@@ -332,6 +332,30 @@ async def test_start_commits_the_first_step_started_with_saga_started() -> None:
     ]
 
 
+async def test_result_of_a_saga_running_here_needs_no_read() -> None:
+    calls: list[str] = []
+    steps = [simple_step(n, calls) for n in ("a", "b")]
+    definition = saga.Saga("no-read", state=Trip, steps=steps)
+    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+        store = runtime.store
+        read = store.saga
+        reads: list[str] = []
+
+        async def counted(saga_id: str) -> Any:
+            reads.append(saga_id)
+            return await read(saga_id)
+
+        store.saga = counted  # type: ignore[method-assign]
+        handle = await runtime.start(definition, Trip(n=7), saga_id="s")
+        info = await handle.result(timeout=5)
+        assert reads == []  # the actor handed its final SagaInfo over
+        assert info == await runtime.get("s")  # the same as the store says
+        assert await runtime.handle("s").result(timeout=5) == info  # not running: read
+        assert reads == ["s", "s"]
+    assert info.status is saga.Status.COMPLETED
+    assert info.state == Trip(n=7, log=["a", "b"])
+
+
 async def test_start_existing_id_with_same_definition_starts_nothing() -> None:
     gate = Gate()
     definition = saga.Saga("once", state=Trip, steps=[gate])
