@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
-from saga._definition import Event, Saga, Step, StepContext, Wait
+from saga._definition import Event, Saga, Step, StepContext, Wait, idempotency_key
 from saga._errors import PayloadTooLarge, PoisonStep, StepTimeout
 from saga._fold import Handler, Progress, Todo
 from saga._info import ErrorInfo, SagaInfo
@@ -70,13 +69,6 @@ class _Invocation:
     attempt: int
     compensating: bool
     event: Event | None
-
-
-def idempotency_key(saga_id: str, step: str, compensating: bool) -> str:
-    """Stable key for one saga + step + direction: the same on every attempt and after crashes."""
-    direction = "compensate" if compensating else "forward"
-    name = f"{len(saga_id)}:{saga_id}/{len(step)}:{step}/{direction}"
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "saga:" + name))
 
 
 def index_row(progress: Progress, state: bytes) -> SagaRow:
@@ -409,11 +401,11 @@ class Actor:
             step=step.name,
             attempt=inv.attempt,
             compensating=inv.compensating,
-            idempotency_key=idempotency_key(self.saga_id, step.name, inv.compensating),
             event=inv.event,
             annotations=p.annotations,
         )
-        await self._observers.before_step(ctx)
+        if self._observers:
+            await self._observers.before_step(ctx)
         handler = getattr(step, inv.handler)
         direction = {"compensating": inv.compensating}
         try:
@@ -428,7 +420,8 @@ class Actor:
                 )
             state = encode_payload(ctx.state, "state", self._core.max_payload_bytes)
         except Exception as error:
-            await self._observers.after_step(ctx, StepOutcome(kind="failed", error=error))
+            if self._observers:
+                await self._observers.after_step(ctx, StepOutcome(kind="failed", error=error))
             policy = step.compensation_retry if inv.compensating else step.retry
             retry = not isinstance(error, _NEVER_RETRIED) and policy.should_retry(
                 inv.attempt, error
@@ -444,10 +437,12 @@ class Actor:
         self._state = state
         saved = msgspec.Raw(state)  # written as is: the state is encoded once
         if result is None:
-            await self._observers.after_step(ctx, StepOutcome(kind="completed"))
+            if self._observers:
+                await self._observers.after_step(ctx, StepOutcome(kind="completed"))
             self._add(Kind.STEP_COMPLETED, step.name, {**direction, "state": saved})
         else:
-            await self._observers.after_step(ctx, StepOutcome(kind="waiting", wait=result))
+            if self._observers:
+                await self._observers.after_step(ctx, StepOutcome(kind="waiting", wait=result))
             deadline = None if result.timeout is None else self._core.clock.now() + result.timeout
             self._add(Kind.STEP_WAITING, step.name, {
                 **direction, "event": result.name, "key": result.key,

@@ -271,6 +271,9 @@ class Core:
     def actor_stopped(self, actor: Actor) -> None:
         if self._actors.get(actor.saga_id) is actor:
             del self._actors[actor.saga_id]
+            waiter = self._finished.pop(actor.saga_id, None)
+            if waiter is not None:  # stopped without an end: whoever waits asks the store
+                waiter.event.set()
             if self.closing and not self._actors:
                 self._all_stopped.set()
 
@@ -336,7 +339,7 @@ class Core:
         return waiter
 
     def is_active(self, saga_id: str) -> bool:
-        """Whether an actor of this runtime runs the saga (so it will report its end)."""
+        """Whether an actor of this runtime runs the saga: it reports its end or its stop."""
         return saga_id in self._actors
 
     def raise_if_parked(self, saga_id: str) -> None:

@@ -41,8 +41,8 @@ class SagaHandle:
         core = runtime._core
         with anyio.fail_after(timeout):
             finished = core.finished_waiter(self.saga_id)
-            # A saga an actor of this runtime runs is not over: that actor reports its end
-            # with the final SagaInfo, and no read is needed. Else ask the store.
+            # An actor of this runtime that runs the saga reports its end, with the final
+            # SagaInfo, or its stop (a wait, a shutdown): no read and no poll meanwhile.
             ask = not core.is_active(self.saga_id)
             while True:
                 if ask:
@@ -50,11 +50,13 @@ class SagaHandle:
                     core.raise_if_parked(self.saga_id)
                     if info.status.terminal:
                         return info
-                with anyio.move_on_after(_POLL_INTERVAL):
+                if core.is_active(self.saga_id):
                     await finished.event.wait()
+                else:  # it may be woken here, or end in another process
+                    with anyio.move_on_after(_POLL_INTERVAL):
+                        await finished.event.wait()
                 if finished.info is not None:
                     return finished.info
-                # Parked, or not ended within the interval (another process may end it).
                 finished = core.finished_waiter(self.saga_id)
                 ask = True
 

@@ -264,6 +264,23 @@ async def test_context_fields_and_idempotency_keys() -> None:
     assert len({next(iter(found)) for found in keys.values()}) == 8
 
 
+def test_idempotency_keys_are_pinned() -> None:
+    # Users dedupe on these values: a change of how they are computed breaks every saga
+    # in flight. The context computes its key only when a handler asks for it.
+    expected = {
+        ("s-1", "Pay", False): "d0f52960-f53a-5683-9753-f903773cf3d4",
+        ("s-1", "Pay", True): "d649fb5c-d4a3-5751-b848-0857bbf417d2",
+        ("a/b:1", "x", False): "818150e5-070c-511f-9e57-ab78b1f69f2d",
+    }
+    for (saga_id, step, compensating), key in expected.items():
+        ctx: saga.StepContext[Trip] = saga.StepContext(
+            saga_id=saga_id, saga_name="n", state=Trip(), step=step, attempt=1,
+            compensating=compensating,
+        )  # fmt: skip
+        assert ctx.idempotency_key == key
+        assert ctx.idempotency_key == key
+
+
 async def test_start_is_durable(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'trips.db'}"
     definition = saga.Saga("durable", state=Trip, steps=[Gate()])
