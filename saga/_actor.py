@@ -93,10 +93,17 @@ def index_row(progress: Progress, state: bytes) -> SagaRow:
 class Actor:
     """Drives one saga from its log. Created and registered by the runtime."""
 
-    def __init__(self, core: Core, saga_id: str, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        core: Core,
+        saga_id: str,
+        progress: Progress | None = None,
+        inbox: list[InboxItem] | None = None,
+    ) -> None:
         self.saga_id = saga_id
         self._core = core
         self._progress = progress
+        self._inbox = inbox  # the pending inbox, if the runtime read it already
         self.mailbox, self._inbound = anyio.create_memory_object_stream[Message](math.inf)
         self._events: dict[str, InboxItem] = {}  # pending events by event_id, oldest first
         self._abort: InboxItem | None = None
@@ -170,7 +177,10 @@ class Actor:
             progress = self._progress = await self._core.fold(self.saga_id)
         state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
         self._prepare(progress, state)
-        for item in await self._core.store.inbox(self.saga_id):
+        inbox, self._inbox = self._inbox, None
+        if inbox is None:
+            inbox = await self._core.store.inbox(self.saga_id)
+        for item in inbox:
             self._accept(item)
 
     def _prepare(self, progress: Progress, state: bytes) -> None:

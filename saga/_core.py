@@ -117,8 +117,11 @@ class Core:
             The inbox mark `watch_inbox` starts from: recovery covered everything before it.
         """
         mark = await self.store.inbox_mark()
-        recovered = parked = 0
-        with_mail = await self.store.with_pending_inbox()
+        mail = await self._pending_mail()
+        # Fold everything first, then activate: actors that started while logs still
+        # stream would compete with the streaming for the event loop and the store.
+        folded: list[Progress] = []
+        parked = 0
         async for saga_id, bodies in self.store.active_logs():
             try:
                 progress = Progress.from_records([decode_record(b) for b in bodies])
@@ -128,16 +131,33 @@ class Core:
                 self.park(saga_id, error)
                 parked += 1
                 continue
-            recovered += 1
+            folded.append(progress)
+        for progress in folded:
+            saga_id = progress.saga_id
+            items = mail.get(saga_id, [])
             idle = progress.wait is not None and progress.handler is None and not progress.todo
-            if idle and saga_id not in with_mail:
+            if idle and not items:
                 continue  # stays passivated: an event, its deadline or an abort wakes it
-            self.activate(saga_id, progress)
-        if recovered or parked:
-            logger.info("recovered %d open sagas, parked %d", recovered, parked)
+            self.activate(saga_id, progress, inbox=items)  # the actor need not read its inbox
+        if folded or parked:
+            logger.info("recovered %d open sagas, parked %d", len(folded), parked)
         for item in await self.store.pending_inbox(InboxKind.RESUME):
             await self.take_request(item)
         return mark
+
+    async def _pending_mail(self) -> dict[str, list[InboxItem]]:
+        """Every saga's pending events and aborts, oldest first: two reads for all sagas.
+
+        Entries committed after `recover` took its inbox mark may be here too; the
+        actors are told of them again by `watch_inbox`, and never take one twice.
+        """
+        items = await self.store.pending_inbox(InboxKind.EVENT)
+        items += await self.store.pending_inbox(InboxKind.ABORT)
+        items.sort(key=lambda item: item.id)
+        mail: dict[str, list[InboxItem]] = {}
+        for item in items:
+            mail.setdefault(item.saga_id, []).append(item)
+        return mail
 
     async def watch_inbox(self, mark: int) -> None:
         """Act on inbox entries other processes write (command-line requests, events).
@@ -241,8 +261,14 @@ class Core:
         state = progress.state if saga is None else typed_state(progress.state, saga.state)
         return progress.info(state)
 
-    def activate(self, saga_id: str, progress: Progress | None = None) -> None:
-        actor = Actor(self, saga_id, progress)
+    def activate(
+        self,
+        saga_id: str,
+        progress: Progress | None = None,
+        *,
+        inbox: list[InboxItem] | None = None,
+    ) -> None:
+        actor = Actor(self, saga_id, progress, inbox)
         self._actors[saga_id] = actor
         self.running().start_soon(actor.run)
 
