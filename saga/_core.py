@@ -118,6 +118,7 @@ class Core:
         """
         mark = await self.store.inbox_mark()
         mail = await self._pending_mail()
+        requests = await self.store.pending_inbox(InboxKind.RESUME)
         # Fold everything first, then activate: actors that started while logs still
         # stream would compete with the streaming for the event loop and the store.
         folded: list[Progress] = []
@@ -132,6 +133,8 @@ class Core:
                 parked += 1
                 continue
             folded.append(progress)
+        # No await from here until every actor is started, so none runs before recovery
+        # has handed out all the work.
         for progress in folded:
             saga_id = progress.saga_id
             items = mail.get(saga_id, [])
@@ -141,7 +144,7 @@ class Core:
             self.activate(saga_id, progress, inbox=items)  # the actor need not read its inbox
         if folded or parked:
             logger.info("recovered %d open sagas, parked %d", len(folded), parked)
-        for item in await self.store.pending_inbox(InboxKind.RESUME):
+        for item in requests:
             await self.take_request(item)
         return mark
 
