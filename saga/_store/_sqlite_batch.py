@@ -110,10 +110,18 @@ def _decide_and_write(
             known[values[0]] = saga_row(values)
     sends = [op for op in batch if isinstance(op, SendOp)]
     seen_events: set[tuple[str, str]] = set()
-    for chunk in _chunks(sorted({op.event_id for op in sends})):
-        marks = ",".join("?" * len(chunk))
-        sql = f"SELECT saga_id, event_id FROM saga_inbox WHERE event_id IN ({marks})"
-        seen_events.update((s, e) for s, e in conn.execute(sql, chunk))
+    pairs = sorted({(op.saga_id, op.event_id) for op in sends})
+    for i in range(0, len(pairs), _CHUNK // 2):
+        # By saga and event id, so that the lookup is a search of the (saga_id, event_id)
+        # unique index; by event id alone it was a scan of the whole inbox.
+        sagas = sorted({s for s, _ in pairs[i : i + _CHUNK // 2]})
+        events = sorted({e for _, e in pairs[i : i + _CHUNK // 2]})
+        sql = (
+            "SELECT saga_id, event_id FROM saga_inbox WHERE "
+            f"saga_id IN ({','.join('?' * len(sagas))}) "
+            f"AND event_id IN ({','.join('?' * len(events))})"
+        )
+        seen_events.update((s, e) for s, e in conn.execute(sql, [*sagas, *events]))
 
     # Decide every operation in submission order; results are published after COMMIT.
     new_sagas: list[tuple[Any, ...]] = []
@@ -164,7 +172,9 @@ def _decide_and_write(
             if append.saga_id in known:
                 known[append.saga_id] = append.row
             log_rows.extend((append.saga_id, seq, body) for seq, body in append.records)
-            index_rows.append((*_row_params(append.row)[1:], append.saga_id))
+            row = append.row  # name, version and created_at never change after the start
+            index_rows.append((row.status, row.step, row.updated_at, row.seq, row.wake_at,
+                               row.state, row.error, row.annotations, append.saga_id))  # fmt: skip
             consumed.extend((append.saga_id, event_id) for event_id in append.consumed)
             if append.closed is not None:
                 closed.append((append.closed, append.saga_id))
@@ -185,8 +195,8 @@ def _decide_and_write(
         conn.executemany("INSERT INTO saga_log (saga_id, seq, body) VALUES (?,?,?)", log_rows)
     if index_rows:
         conn.executemany(
-            "UPDATE sagas SET name=?, version=?, status=?, step=?, created_at=?, updated_at=?, "
-            "seq=?, wake_at=?, state=?, error=?, annotations=? WHERE saga_id=?",
+            "UPDATE sagas SET status=?, step=?, updated_at=?, seq=?, wake_at=?, state=?, "
+            "error=?, annotations=? WHERE saga_id=?",
             index_rows,
         )
     if consumed:
