@@ -14,19 +14,25 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
-from saga._definition import Event, Saga, Step, StepContext, Wait
+from saga._definition import Event, Saga, Step, StepContext, Wait, idempotency_key
 from saga._errors import PayloadTooLarge, PoisonStep, StepTimeout
 from saga._fold import Handler, Progress, Todo
 from saga._info import ErrorInfo, SagaInfo
 from saga._observer import ObserverCalls, StepOutcome
-from saga._records import Kind, Record, decode_payload, encode_payload, encode_record
+from saga._records import (
+    Kind,
+    Record,
+    decode_payload,
+    encode_payload,
+    encode_record,
+    plain_record,
+)
 from saga._requests import decode_request
 from saga._store import Append, InboxItem, InboxKind, SagaRow
 
@@ -65,13 +71,6 @@ class _Invocation:
     event: Event | None
 
 
-def idempotency_key(saga_id: str, step: str, compensating: bool) -> str:
-    """Stable key for one saga + step + direction: the same on every attempt and after crashes."""
-    direction = "compensate" if compensating else "forward"
-    name = f"{len(saga_id)}:{saga_id}/{len(step)}:{step}/{direction}"
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "saga:" + name))
-
-
 def index_row(progress: Progress, state: bytes) -> SagaRow:
     """The saga index row for ``progress`` (``state`` is its state, encoded)."""
     error = progress.error
@@ -94,10 +93,17 @@ def index_row(progress: Progress, state: bytes) -> SagaRow:
 class Actor:
     """Drives one saga from its log. Created and registered by the runtime."""
 
-    def __init__(self, core: Core, saga_id: str, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        core: Core,
+        saga_id: str,
+        progress: Progress | None = None,
+        inbox: list[InboxItem] | None = None,
+    ) -> None:
         self.saga_id = saga_id
         self._core = core
         self._progress = progress
+        self._inbox = inbox  # the pending inbox, if the runtime read it already
         self.mailbox, self._inbound = anyio.create_memory_object_stream[Message](math.inf)
         self._events: dict[str, InboxItem] = {}  # pending events by event_id, oldest first
         self._abort: InboxItem | None = None
@@ -111,6 +117,44 @@ class Actor:
         self._closed: str | None = None
         self._observers = ObserverCalls(())
         self._fence = core.store.fence  # the lease this actor writes under (shared stores)
+        self._first: _Invocation | None = None  # set by `begin`: the handler to run first
+
+    def begin(self, first: Record, state: bytes) -> list[Record]:
+        """Prepare a saga `Runtime.start` is creating: the records of its first commit.
+
+        The actor was created with the progress after ``first`` (``saga_started``). This
+        adds the first step's ``step_started``, so that the saga's start and its first
+        step's start are one commit. Once that commit is done, the runtime calls `announce`
+        and runs the actor, which invokes the first handler without reading the store.
+
+        Args:
+            first: the ``saga_started`` record.
+            state: the initial state, encoded.
+
+        Returns:
+            ``first`` and the records that follow it now.
+        """
+        progress = self._progress
+        assert progress is not None
+        assert progress.seq == first.seq == 1
+        self._prepare(progress, state)
+        if self._observers:
+            self._infos.append(self._core.info_of(progress, self._saga))
+        self._batch.append(first)
+        self._first = self._advance(progress)
+        records, self._batch = self._batch, []
+        return records
+
+    async def announce(self, records: list[Record]) -> None:
+        """Call observers for the records `begin` returned, once they are committed."""
+        infos, self._infos = self._infos, []
+        for record, info in zip(records, infos, strict=False):
+            await self._observers.on_transition(plain_record(record), info)
+
+    def discard(self) -> None:
+        """Close the mailbox of an actor that will never run."""
+        self.mailbox.close()
+        self._inbound.close()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -127,14 +171,23 @@ class Actor:
             self._inbound.close()
 
     async def _load(self) -> None:
+        if self._saga is not None:
+            return  # begun by `Runtime.start`: a new saga, whose inbox was empty at its start
         progress = self._progress
         if progress is None:
             progress = self._progress = await self._core.fold(self.saga_id)
+        state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
+        self._prepare(progress, state)
+        inbox, self._inbox = self._inbox, None
+        if inbox is None:
+            inbox = await self._core.store.inbox(self.saga_id)
+        for item in inbox:
+            self._accept(item)
+
+    def _prepare(self, progress: Progress, state: bytes) -> None:
         self._saga = self._core.definition_for(progress)
         self._observers = self._core.observers_for(self._saga)
-        self._state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
-        for item in await self._core.store.inbox(self.saga_id):
-            self._accept(item)
+        self._state = state
 
     def _accept(self, message: Message) -> None:
         if isinstance(message, Refresh):
@@ -153,6 +206,9 @@ class Actor:
     async def _drive(self) -> None:
         progress = self._progress
         assert progress is not None
+        first, self._first = self._first, None
+        if first is not None and not self._core.closing:
+            await self._invoke(progress, first)  # its step_started was committed by the start
         while True:
             closing = self._core.closing
             while not closing:  # take every message already there
@@ -176,7 +232,7 @@ class Actor:
             if self._batch:
                 await self._commit()
             if progress.terminal:
-                self._core.saga_finished(self.saga_id)
+                self._core.saga_finished(self.saga_id, self._final_info)
                 return
             if invocation is not None:
                 await self._invoke(progress, invocation)
@@ -189,6 +245,13 @@ class Actor:
             if self._core.try_passivate(self):
                 return
             self._accept(await self._inbound.receive())
+
+    def _final_info(self) -> SagaInfo:
+        """The `SagaInfo` of the ended saga, as `Runtime.get` would read it back."""
+        progress = self._progress
+        assert progress is not None
+        assert self._saga is not None
+        return progress.info(self._core.decode_state(self._saga, self._state))
 
     def _advance(self, p: Progress) -> _Invocation | None:
         """Append every record the log owes now; return the handler to invoke, if any."""
@@ -335,7 +398,7 @@ class Actor:
         await self._core.store.append(append)
         self._core.transitions += len(records)
         for record, info in zip(records, infos, strict=False):
-            await self._observers.on_transition(record, info)
+            await self._observers.on_transition(plain_record(record), info)
 
     # -- handlers -----------------------------------------------------------------------------
 
@@ -350,11 +413,11 @@ class Actor:
             step=step.name,
             attempt=inv.attempt,
             compensating=inv.compensating,
-            idempotency_key=idempotency_key(self.saga_id, step.name, inv.compensating),
             event=inv.event,
             annotations=p.annotations,
         )
-        await self._observers.before_step(ctx)
+        if self._observers:
+            await self._observers.before_step(ctx)
         handler = getattr(step, inv.handler)
         direction = {"compensating": inv.compensating}
         try:
@@ -369,7 +432,8 @@ class Actor:
                 )
             state = encode_payload(ctx.state, "state", self._core.max_payload_bytes)
         except Exception as error:
-            await self._observers.after_step(ctx, StepOutcome(kind="failed", error=error))
+            if self._observers:
+                await self._observers.after_step(ctx, StepOutcome(kind="failed", error=error))
             policy = step.compensation_retry if inv.compensating else step.retry
             retry = not isinstance(error, _NEVER_RETRIED) and policy.should_retry(
                 inv.attempt, error
@@ -383,14 +447,16 @@ class Actor:
             })  # fmt: skip
             return
         self._state = state
-        plain = decode_payload(state)
+        saved = msgspec.Raw(state)  # written as is: the state is encoded once
         if result is None:
-            await self._observers.after_step(ctx, StepOutcome(kind="completed"))
-            self._add(Kind.STEP_COMPLETED, step.name, {**direction, "state": plain})
+            if self._observers:
+                await self._observers.after_step(ctx, StepOutcome(kind="completed"))
+            self._add(Kind.STEP_COMPLETED, step.name, {**direction, "state": saved})
         else:
-            await self._observers.after_step(ctx, StepOutcome(kind="waiting", wait=result))
+            if self._observers:
+                await self._observers.after_step(ctx, StepOutcome(kind="waiting", wait=result))
             deadline = None if result.timeout is None else self._core.clock.now() + result.timeout
             self._add(Kind.STEP_WAITING, step.name, {
                 **direction, "event": result.name, "key": result.key,
-                "timeout": result.timeout, "deadline": deadline, "state": plain,
+                "timeout": result.timeout, "deadline": deadline, "state": saved,
             })  # fmt: skip

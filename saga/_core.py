@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -42,13 +42,23 @@ from saga._store import Append, InboxItem, InboxKind, SagaRow, Store
 from saga._timers import TimerService
 from saga._validate import check_name
 
-__all__ = ["INBOX_POLL_INTERVAL", "Core"]
+__all__ = ["INBOX_POLL_INTERVAL", "Core", "Finished"]
 
 logger = logging.getLogger("saga.runtime")
 
 # Seconds between two looks at what other processes put in the inbox. Requests from the
 # command line are promised to take effect within a second.
 INBOX_POLL_INTERVAL = 0.25
+
+
+class Finished:
+    """A saga's end, awaited: ``info`` is its final `SagaInfo` if the actor reported it."""
+
+    __slots__ = ("event", "info")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.info: SagaInfo | None = None
 
 
 class Core:
@@ -76,7 +86,7 @@ class Core:
         self._decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {}
         self._actors: dict[str, Actor] = {}
         self._parked: dict[str, ErrorInfo] = {}
-        self._finished: dict[str, anyio.Event] = {}
+        self._finished: dict[str, Finished] = {}
         self._all_stopped = anyio.Event()
         self.tg: anyio.abc.TaskGroup | None = None
         self.timers = TimerService(clock, self.wake, store.due)
@@ -111,8 +121,12 @@ class Core:
         if self.store.shared:  # open sagas of dead workers become this one's to resume
             while len(await self.store.claim_orphans()) >= 1000:
                 pass
-        recovered = parked = 0
-        with_mail = await self.store.with_pending_inbox()
+        mail = await self._pending_mail()
+        requests = await self.store.pending_inbox(InboxKind.RESUME)
+        # Fold everything first, then activate: actors that started while logs still
+        # stream would compete with the streaming for the event loop and the store.
+        folded: list[Progress] = []
+        parked = 0
         async for saga_id, bodies in self.store.active_logs():
             try:
                 progress = Progress.from_records([decode_record(b) for b in bodies])
@@ -122,16 +136,35 @@ class Core:
                 self.park(saga_id, error)
                 parked += 1
                 continue
-            recovered += 1
+            folded.append(progress)
+        # No await from here until every actor is started, so none runs before recovery
+        # has handed out all the work.
+        for progress in folded:
+            saga_id = progress.saga_id
+            items = mail.get(saga_id, [])
             idle = progress.wait is not None and progress.handler is None and not progress.todo
-            if idle and saga_id not in with_mail:
+            if idle and not items:
                 continue  # stays passivated: an event, its deadline or an abort wakes it
-            self.activate(saga_id, progress)
-        if recovered or parked:
-            logger.info("recovered %d open sagas, parked %d", recovered, parked)
-        for item in await self.store.pending_inbox(InboxKind.RESUME):
+            self.activate(saga_id, progress, inbox=items)  # the actor need not read its inbox
+        if folded or parked:
+            logger.info("recovered %d open sagas, parked %d", len(folded), parked)
+        for item in requests:
             await self.take_request(item)
         return mark
+
+    async def _pending_mail(self) -> dict[str, list[InboxItem]]:
+        """Every saga's pending events and aborts, oldest first: two reads for all sagas.
+
+        Entries committed after `recover` took its inbox mark may be here too; the
+        actors are told of them again by `watch_inbox`, and never take one twice.
+        """
+        items = await self.store.pending_inbox(InboxKind.EVENT)
+        items += await self.store.pending_inbox(InboxKind.ABORT)
+        items.sort(key=lambda item: item.id)
+        mail: dict[str, list[InboxItem]] = {}
+        for item in items:
+            mail.setdefault(item.saga_id, []).append(item)
+        return mail
 
     async def watch_inbox(self, mark: int) -> None:
         """Act on inbox entries other processes write (command-line requests, events).
@@ -260,10 +293,31 @@ class Core:
         state = progress.state if saga is None else typed_state(progress.state, saga.state)
         return progress.info(state)
 
-    def activate(self, saga_id: str, progress: Progress | None = None) -> None:
-        actor = Actor(self, saga_id, progress)
+    def activate(
+        self,
+        saga_id: str,
+        progress: Progress | None = None,
+        *,
+        inbox: list[InboxItem] | None = None,
+    ) -> None:
+        actor = Actor(self, saga_id, progress, inbox)
         self._actors[saga_id] = actor
         self.running().start_soon(actor.run)
+
+    def adopt(self, actor: Actor) -> bool:
+        """Register an actor built by `Runtime.start`, unless its saga has one already.
+
+        Messages for the saga queue in its mailbox until `launch` runs it.
+        """
+        if actor.saga_id in self._actors:
+            return False
+        self._actors[actor.saga_id] = actor
+        return True
+
+    def launch(self, actor: Actor) -> None:
+        """Run an adopted actor's task."""
+        if self._actors.get(actor.saga_id) is actor:
+            self.running().start_soon(actor.run)
 
     def try_passivate(self, actor: Actor) -> bool:
         """Unregister an idle actor, unless a message reached it meanwhile."""
@@ -275,6 +329,9 @@ class Core:
     def actor_stopped(self, actor: Actor) -> None:
         if self._actors.get(actor.saga_id) is actor:
             del self._actors[actor.saga_id]
+            waiter = self._finished.pop(actor.saga_id, None)
+            if waiter is not None:  # stopped without an end: whoever waits asks the store
+                waiter.event.set()
             if self.closing and not self._actors:
                 self._all_stopped.set()
 
@@ -300,15 +357,17 @@ class Core:
         info = ErrorInfo.from_exception(error, None)
         self._parked[saga_id] = info
         logger.warning("saga %r is parked and will not run: %s", saga_id, info)
-        event = self._finished.pop(saga_id, None)
-        if event is not None:
-            event.set()
+        waiter = self._finished.pop(saga_id, None)
+        if waiter is not None:
+            waiter.event.set()
 
-    def saga_finished(self, saga_id: str) -> None:
+    def saga_finished(self, saga_id: str, final: Callable[[], SagaInfo] | None = None) -> None:
+        """The saga ended; ``final`` gives its `SagaInfo` to whoever waits for that."""
         self.timers.disarm(saga_id)
-        event = self._finished.pop(saga_id, None)
-        if event is not None:
-            event.set()
+        waiter = self._finished.pop(saga_id, None)
+        if waiter is not None:
+            waiter.info = None if final is None else final()
+            waiter.event.set()
 
     def wake(self, saga_id: str) -> None:
         if self.closing:
@@ -334,11 +393,16 @@ class Core:
         elif saga_id not in self._parked and not self.closing:
             self.activate(saga_id)
 
-    def finished_event(self, saga_id: str) -> anyio.Event:
-        event = self._finished.get(saga_id)
-        if event is None:
-            event = self._finished[saga_id] = anyio.Event()
-        return event
+    def finished_waiter(self, saga_id: str) -> Finished:
+        """What `SagaHandle.result` waits on: set when the saga ends or is parked here."""
+        waiter = self._finished.get(saga_id)
+        if waiter is None:
+            waiter = self._finished[saga_id] = Finished()
+        return waiter
+
+    def is_active(self, saga_id: str) -> bool:
+        """Whether an actor of this runtime runs the saga: it reports its end or its stop."""
+        return saga_id in self._actors
 
     def raise_if_parked(self, saga_id: str) -> None:
         error = self._parked.get(saga_id)

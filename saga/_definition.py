@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -16,7 +17,7 @@ from saga._validate import check_name
 if TYPE_CHECKING:
     from saga._observer import Observer
 
-__all__ = ["Event", "Saga", "Step", "StepContext", "Wait", "wait_for"]
+__all__ = ["Event", "Saga", "Step", "StepContext", "Wait", "idempotency_key", "wait_for"]
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -86,6 +87,13 @@ class Event(msgspec.Struct, frozen=True):
     headers: dict[str, str] = {}
 
 
+def idempotency_key(saga_id: str, step: str, compensating: bool) -> str:
+    """Stable key for one saga + step + direction: the same on every attempt and after crashes."""
+    direction = "compensate" if compensating else "forward"
+    name = f"{len(saga_id)}:{saga_id}/{len(step)}:{step}/{direction}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "saga:" + name))
+
+
 class StepContext(Generic[S]):
     """What a handler sees. Mutate ``state``; it is saved when the handler returns.
 
@@ -103,11 +111,11 @@ class StepContext(Generic[S]):
     """
 
     __slots__ = (
+        "_idempotency_key",
         "annotations",
         "attempt",
         "compensating",
         "event",
-        "idempotency_key",
         "saga_id",
         "saga_name",
         "state",
@@ -123,7 +131,7 @@ class StepContext(Generic[S]):
         step: str,
         attempt: int,
         compensating: bool,
-        idempotency_key: str,
+        idempotency_key: str | None = None,
         event: Event | None = None,
         annotations: Mapping[str, str] | None = None,
     ) -> None:
@@ -133,9 +141,18 @@ class StepContext(Generic[S]):
         self.step = step
         self.attempt = attempt
         self.compensating = compensating
-        self.idempotency_key = idempotency_key
+        self._idempotency_key = idempotency_key  # computed when first asked for, if None
         self.event = event
         self.annotations: Mapping[str, str] = annotations or {}
+
+    @property
+    def idempotency_key(self) -> str:
+        key = self._idempotency_key
+        if key is None:
+            key = self._idempotency_key = idempotency_key(
+                self.saga_id, self.step, self.compensating
+            )
+        return key
 
     def __repr__(self) -> str:
         return (

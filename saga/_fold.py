@@ -14,7 +14,7 @@ import msgspec
 
 from saga._errors import CorruptLog
 from saga._info import ErrorInfo, SagaInfo, Status
-from saga._records import Kind, Record
+from saga._records import Kind, Record, decode_payload
 
 __all__ = ["Handler", "Progress"]
 
@@ -52,7 +52,7 @@ class Progress:
             self.name: str = data["name"]
             self.version: int = data["version"]
             self.steps: tuple[str, ...] = tuple(data["steps"])
-            self.state: Any = data["state"]
+            self._state: Any = data["state"]
             self.annotations: dict[str, str] = dict(data.get("annotations") or {})
         except (KeyError, TypeError) as error:
             raise CorruptLog(f"saga_started lacks {error}") from None
@@ -90,6 +90,15 @@ class Progress:
         return progress
 
     # -- what the log says now ------------------------------------------------------------
+
+    @property
+    def state(self) -> Any:
+        """The state as last saved, as plain values."""
+        state = self._state
+        if isinstance(state, msgspec.Raw):
+            # A live record carries the state as its encoding (`saga._records.Raw`).
+            state = self._state = decode_payload(state)
+        return state
 
     @property
     def terminal(self) -> bool:
@@ -202,7 +211,7 @@ class Progress:
         self.in_flight = False
         self.handler = None
         self.event = None
-        self.state = data["state"]
+        self._state = data["state"]
         self.wait = {
             "name": data["event"],
             "key": data.get("key"),
@@ -238,7 +247,7 @@ class Progress:
         self.in_flight = False
         self.event = None
         self.wait = None
-        self.state = data["state"]
+        self._state = data["state"]
         self.attempt = 1
         if self.compensating:
             self.queue.pop(0)

@@ -38,15 +38,27 @@ class SagaHandle:
             CorruptLog: the saga's log cannot be read; it is parked.
         """
         runtime = self._runtime
+        core = runtime._core
         with anyio.fail_after(timeout):
+            finished = core.finished_waiter(self.saga_id)
+            # An actor of this runtime that runs the saga reports its end, with the final
+            # SagaInfo, or its stop (a wait, a shutdown): no read and no poll meanwhile.
+            ask = not core.is_active(self.saga_id)
             while True:
-                finished = runtime._core.finished_event(self.saga_id)
-                info = await runtime.get(self.saga_id)
-                runtime._core.raise_if_parked(self.saga_id)
-                if info.status.terminal:
-                    return info
-                with anyio.move_on_after(_POLL_INTERVAL):
-                    await finished.wait()
+                if ask:
+                    info = await runtime.get(self.saga_id)
+                    core.raise_if_parked(self.saga_id)
+                    if info.status.terminal:
+                        return info
+                if core.is_active(self.saga_id):
+                    await finished.event.wait()
+                else:  # it may be woken here, or end in another process
+                    with anyio.move_on_after(_POLL_INTERVAL):
+                        await finished.event.wait()
+                if finished.info is not None:
+                    return finished.info
+                finished = core.finished_waiter(self.saga_id)
+                ask = True
 
     def __repr__(self) -> str:
         return f"SagaHandle({self.saga_id!r})"

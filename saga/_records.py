@@ -21,6 +21,7 @@ __all__ = [
     "decode_record",
     "encode_payload",
     "encode_record",
+    "plain_record",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -83,6 +84,21 @@ def decode_record(body: bytes) -> Record:
         raise CorruptLog(f"unreadable record: {error}") from error
 
 
+def plain_record(record: Record) -> Record:
+    """``record`` with plain values only, for code outside the runtime (observers).
+
+    A record the runtime writes carries its saved state as the state's encoding
+    (``msgspec.Raw``), so the state is encoded once for the record and the saga index and
+    never decoded on the hot path. The bytes written are those of the plain state: an
+    ordinary format-1 record.
+    """
+    state = record.data.get("state")
+    if not isinstance(state, msgspec.Raw):
+        return record
+    data = {**record.data, "state": decode_payload(state)}
+    return Record(seq=record.seq, kind=record.kind, at=record.at, step=record.step, data=data)
+
+
 def encode_payload(value: Any, what: str, limit: int) -> bytes:
     """Encode a payload or a state to msgpack, enforcing the size ``limit``.
 
@@ -99,6 +115,6 @@ def encode_payload(value: Any, what: str, limit: int) -> bytes:
     return body
 
 
-def decode_payload(body: bytes) -> Any:
+def decode_payload(body: bytes | msgspec.Raw) -> Any:
     """Decode a stored payload or state to plain values."""
     return _plain_decoder.decode(body)

@@ -15,7 +15,7 @@ import anyio.abc
 import msgspec
 from opentelemetry import propagate
 
-from saga._actor import index_row
+from saga._actor import Actor, index_row
 from saga._clock import Clock, SystemClock
 from saga._core import Core
 from saga._definition import Saga
@@ -29,7 +29,7 @@ from saga._fold import Progress
 from saga._handle import SagaHandle
 from saga._info import DeadLetter, ErrorInfo, SagaInfo, Status
 from saga._observer import Observer
-from saga._records import Kind, Record, decode_payload, decode_record, encode_payload, encode_record
+from saga._records import Kind, Record, decode_record, encode_payload, encode_record
 from saga._requests import encode_request
 from saga._store import InboxItem, InboxKind, SagaRow, SendResult, Store, open_store
 from saga._validate import check_name
@@ -180,16 +180,18 @@ class Runtime:
             raise TypeError(
                 f"state must be a {definition.state.__name__}, got {type(state).__name__}"
             )
+        generated = saga_id is None
         saga_id = uuid.uuid4().hex if saga_id is None else check_name(saga_id, "saga_id")
         encoded = encode_payload(state, "state", self._core.max_payload_bytes)
         calls = self._core.observers_for(definition)
         data = {
             "saga_id": saga_id, "name": definition.name, "version": definition.version,
-            "steps": list(definition.step_names), "state": decode_payload(encoded),
+            "steps": list(definition.step_names), "state": msgspec.Raw(encoded),
         }  # fmt: skip
         if calls:
             # A repeated start must not make observers emit anything (e.g. a stray span).
-            known = await self._core.store.saga(saga_id)
+            # A random id is new: only a given one needs the look.
+            known = None if generated else await self._core.store.saga(saga_id)
             if known is not None:
                 return self._existing(definition, known)
             annotations = await calls.on_start(saga_id, definition.name, definition.version)
@@ -198,14 +200,30 @@ class Runtime:
         now = self._core.clock.now()
         first = Record(seq=1, kind=Kind.SAGA_STARTED, at=now, step=None, data=data)
         progress = Progress(first)
-        row = index_row(progress, encoded)
-        existing = await self._core.store.start(row, [(1, encode_record(first))])
+        actor = Actor(self._core, saga_id, progress)
+        try:
+            # The first step's step_started goes into the start's commit: one commit, not two.
+            records = actor.begin(first, encoded)
+            row = index_row(progress, encoded)  # after the first step's start
+            bodies = [(r.seq, encode_record(r)) for r in records]
+            existing = await self._core.store.start(row, bodies)
+        except BaseException:
+            actor.discard()
+            raise
         if existing is not None:
+            actor.discard()
             return self._existing(definition, existing)
-        self._core.transitions += 1
-        if calls:
-            await calls.on_transition(first, self._core.info_of(progress, definition))
-        self._core.activate(saga_id, progress)
+        self._core.transitions += len(records)
+        # Registered at once, run after the observers: an event sent meanwhile waits in
+        # its mailbox, and observers see the start's records before the first step.
+        adopted = self._core.adopt(actor)  # else another actor took the saga meanwhile
+        try:
+            await actor.announce(records)
+        finally:
+            if adopted:
+                self._core.launch(actor)
+            else:  # pragma: no cover - that actor folds the log and runs the first step
+                actor.discard()
         return SagaHandle(self, saga_id)
 
     def _existing(self, definition: Saga[Any], row: SagaRow) -> SagaHandle:

@@ -194,16 +194,16 @@ async def start(runtime: saga.Runtime, scenario: str, p: Plan) -> None:
 
     async def start_one(saga_id: str, definition: saga.Saga[Any]) -> None:
         await runtime.start(definition, Note(), saga_id=saga_id)
+        if scenario == "started":  # frozen before the event loop runs anything else
+            marker(f"STARTED {saga_id}")
+            freeze()
         if saga_id in early:
             await send(runtime, saga_id, early[saga_id])
 
     async with anyio.create_task_group() as tg:  # concurrently: all in flight at once
         for saga_id, definition in p.sagas:
             tg.start_soon(start_one, saga_id, definition)
-    if scenario == "started":
-        marker("STARTED s1")
-        freeze()
-    elif scenario == "waiting":
+    if scenario == "waiting":
         await until_waiting(runtime, "s1")
         marker("WAITING s1")
     elif scenario == "sent":

@@ -216,7 +216,9 @@ def test_killed_right_after_start_returned(workers: Workers) -> None:
     first.kill()  # the worker froze its event loop after printing: no step could run
     info, log = workers.inspect(["s1"])["s1"]
     assert info.status is saga.Status.RUNNING
-    assert [r.kind for r in log] == ["saga_started"]
+    # The start committed the first step's step_started with saga_started (one commit);
+    # its handler never ran, so the restart runs it as an interrupted run.
+    assert [(r.kind, r.step) for r in log] == [("saga_started", None), ("step_started", "A")]
     assert workers.journal() == []
 
     assert workers("started", "resume", "2").summary() == {"s1": "COMPLETED"}
@@ -224,6 +226,7 @@ def test_killed_right_after_start_returned(workers: Workers) -> None:
     entries = workers.journal()
     assert [(e["phase"], e["step"]) for e in calls(entries)] == [("2", "A"), ("2", "B"), ("2", "C")]
     _, log = workers.inspect(["s1"])["s1"]
+    assert [r.data["recovery"] for r in kinds(log, "step_started") if r.step == "A"] == [0, 1]
     assert log[-1].kind == "saga_completed"
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 from _behaviour import (
@@ -341,3 +343,53 @@ async def test_payloads_arrive_as_plain_values() -> None:
         "text",
     ]
     assert [type(p) for p in payloads] == [dict, list, bytes, type(None), dict, str]
+
+
+async def test_recovery_hands_buffered_inbox_entries_to_the_actors(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'trips.db'}"
+    hold = True
+
+    class Slow(saga.Step):
+        async def run(self, ctx: saga.StepContext[Trip]) -> None:
+            ctx.state.log.append("slow")
+            if hold:
+                await anyio.sleep_forever()  # cancelled at shutdown: runs again after it
+
+    class Await(saga.Step):
+        async def run(self, ctx: saga.StepContext[Trip]) -> saga.Wait:
+            return saga.wait_for("go")
+
+        async def on_event(self, ctx: saga.StepContext[Trip], event: saga.Event) -> None:
+            ctx.state.log.append(f"got {event.payload}")
+
+    definition = saga.Saga("buffered", state=Trip, steps=[Slow(), Await()])
+    async with saga.Runtime(url, sagas=[definition], shutdown_grace=0.05) as runtime:
+        for saga_id in ("mail", "abort", "quiet"):
+            await runtime.start(definition, Trip(), saga_id=saga_id)
+        await runtime.send("mail", "go", 1, event_id="ev-1")  # buffered: Slow still runs
+        await runtime.send("mail", "go", 2, event_id="ev-2")
+        await runtime.abort("abort", "stop it")  # taken when Slow returns
+
+    hold = False
+    inbox_reads: list[str] = []
+    runtime = saga.Runtime(url, sagas=[definition])
+    read = runtime.store.inbox
+
+    async def counted(saga_id: str) -> list[Any]:
+        inbox_reads.append(saga_id)
+        return await read(saga_id)
+
+    runtime.store.inbox = counted  # type: ignore[method-assign]
+    async with runtime:
+        mail = await runtime.handle("mail").result(timeout=5)
+        aborted = await runtime.handle("abort").result(timeout=5)
+        quiet = await wait_status(runtime, "quiet", saga.Status.WAITING)
+        history = await runtime.history("mail")
+
+    assert inbox_reads == []  # recovery read every pending entry in one go
+    assert mail.state.log == ["slow", "got 1"]  # the interrupted run saved nothing
+    assert [r.data["event"]["event_id"] for r in of_kind(history, "event_delivered")] == ["ev-1"]
+    assert aborted.status is saga.Status.COMPENSATED
+    assert aborted.error is not None
+    assert aborted.error.message == "stop it"
+    assert quiet.state.log == ["slow"]

@@ -264,6 +264,23 @@ async def test_context_fields_and_idempotency_keys() -> None:
     assert len({next(iter(found)) for found in keys.values()}) == 8
 
 
+def test_idempotency_keys_are_pinned() -> None:
+    # Users dedupe on these values: a change of how they are computed breaks every saga
+    # in flight. The context computes its key only when a handler asks for it.
+    expected = {
+        ("s-1", "Pay", False): "d0f52960-f53a-5683-9753-f903773cf3d4",
+        ("s-1", "Pay", True): "d649fb5c-d4a3-5751-b848-0857bbf417d2",
+        ("a/b:1", "x", False): "818150e5-070c-511f-9e57-ab78b1f69f2d",
+    }
+    for (saga_id, step, compensating), key in expected.items():
+        ctx: saga.StepContext[Trip] = saga.StepContext(
+            saga_id=saga_id, saga_name="n", state=Trip(), step=step, attempt=1,
+            compensating=compensating,
+        )  # fmt: skip
+        assert ctx.idempotency_key == key
+        assert ctx.idempotency_key == key
+
+
 async def test_start_is_durable(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'trips.db'}"
     definition = saga.Saga("durable", state=Trip, steps=[Gate()])
@@ -279,6 +296,81 @@ async def test_start_is_durable(tmp_path: Path) -> None:
         assert info.state == Trip(n=5)
         await runtime.send("d-1", "go")
         assert (await runtime.handle("d-1").result(timeout=5)).status is saga.Status.COMPLETED
+
+
+async def test_start_commits_the_first_step_started_with_saga_started() -> None:
+    writes: list[tuple[str, list[int]]] = []
+    seen: list[str] = []
+    runtime_box: list[saga.Runtime] = []
+
+    class Note(saga.Observer):
+        async def on_transition(self, record: saga.Record, info: saga.SagaInfo) -> None:
+            seen.append(f"{record.kind}@{info.seq}")
+            if "state" in record.data:  # observers get plain values, whatever the runtime keeps
+                assert record.data["state"] == {"log": [], "n": 0}
+                assert info.state == Trip()
+
+        async def before_step(self, ctx: saga.StepContext[Any]) -> None:
+            seen.append(f"before {ctx.step}")
+
+    class First(saga.Step):
+        async def run(self, ctx: saga.StepContext[Trip]) -> None:
+            log = await runtime_box[0].history(ctx.saga_id)
+            seen.append("run: " + ",".join(r.kind for r in log))
+
+    definition = saga.Saga("one-commit", state=Trip, steps=[First()], observers=[Note()])
+    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+        runtime_box.append(runtime)
+        store = runtime.store
+        start, append = store.start, store.append
+
+        async def counted_start(row: Any, records: list[tuple[int, bytes]]) -> Any:
+            writes.append(("start", [seq for seq, _ in records]))
+            return await start(row, records)
+
+        async def counted_append(a: Any) -> None:
+            writes.append(("append", [seq for seq, _ in a.records]))
+            await append(a)
+
+        store.start, store.append = counted_start, counted_append  # type: ignore[method-assign]
+        handle = await runtime.start(definition, Trip(), saga_id="s")
+        assert writes == [("start", [1, 2])]  # durable when start returns, in one commit
+        info = await handle.result(timeout=5)
+
+    assert info.status is saga.Status.COMPLETED
+    assert writes == [("start", [1, 2]), ("append", [3, 4])]
+    assert seen == [
+        "saga_started@1",
+        "step_started@2",
+        "before First",
+        "run: saga_started,step_started",
+        "step_completed@3",
+        "saga_completed@4",
+    ]
+
+
+async def test_result_of_a_saga_running_here_needs_no_read() -> None:
+    calls: list[str] = []
+    steps = [simple_step(n, calls) for n in ("a", "b")]
+    definition = saga.Saga("no-read", state=Trip, steps=steps)
+    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+        store = runtime.store
+        read = store.saga
+        reads: list[str] = []
+
+        async def counted(saga_id: str) -> Any:
+            reads.append(saga_id)
+            return await read(saga_id)
+
+        store.saga = counted  # type: ignore[method-assign]
+        handle = await runtime.start(definition, Trip(n=7), saga_id="s")
+        info = await handle.result(timeout=5)
+        assert reads == []  # the actor handed its final SagaInfo over
+        assert info == await runtime.get("s")  # the same as the store says
+        assert await runtime.handle("s").result(timeout=5) == info  # not running: read
+        assert reads == ["s", "s"]
+    assert info.status is saga.Status.COMPLETED
+    assert info.state == Trip(n=7, log=["a", "b"])
 
 
 async def test_start_existing_id_with_same_definition_starts_nothing() -> None:

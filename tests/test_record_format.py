@@ -266,6 +266,15 @@ async def test_the_generator_still_runs_to_the_same_end() -> None:
     assert fresh_end == pinned_end
 
 
+@pytest.mark.anyio
+async def test_live_records_are_the_bytes_of_their_plain_values() -> None:
+    # The runtime writes a saved state as its encoding (msgspec.Raw), not re-encoded from
+    # plain values: the bytes must still be exactly those of an ordinary format-1 record.
+    fresh = await _generate()
+    assert [encode_record(decode_record(b)) for b in fresh] == fresh
+    assert sum("state" in decode_record(b).data for b in fresh) >= 5
+
+
 if __name__ == "__main__":
     if sys.argv[1:] != ["--regenerate"]:
         sys.exit("usage: python -m tests.test_record_format --regenerate")

@@ -64,11 +64,18 @@ def _decide_and_write(
         for values in conn.execute(sql, chunk):
             known[values[0]] = saga_row(values)
     seen_events: set[tuple[str, str]] = set()
-    event_ids = sorted({op.event_id for op in batch if isinstance(op, SendOp)})
-    for chunk in _chunks(event_ids):
-        marks = ",".join("?" * len(chunk))
-        sql = f"SELECT saga_id, event_id FROM saga_inbox WHERE event_id IN ({marks})"
-        seen_events.update((s, e) for s, e in conn.execute(sql, chunk))
+    pairs = sorted({(op.saga_id, op.event_id) for op in batch if isinstance(op, SendOp)})
+    for i in range(0, len(pairs), _CHUNK // 2):
+        # By saga and event id, so that the lookup is a search of the (saga_id, event_id)
+        # unique index; by event id alone it was a scan of the whole inbox.
+        sagas = sorted({s for s, _ in pairs[i : i + _CHUNK // 2]})
+        events = sorted({e for _, e in pairs[i : i + _CHUNK // 2]})
+        sql = (
+            "SELECT saga_id, event_id FROM saga_inbox WHERE "
+            f"saga_id IN ({','.join('?' * len(sagas))}) "
+            f"AND event_id IN ({','.join('?' * len(events))})"
+        )
+        seen_events.update((s, e) for s, e in conn.execute(sql, [*sagas, *events]))
 
     plan = plan_batch(batch, known, seen_events, origin)
     if plan.new_sagas:
@@ -90,9 +97,23 @@ def _decide_and_write(
         )
     if plan.index_rows:
         conn.executemany(
-            "UPDATE sagas SET name=?, version=?, status=?, step=?, created_at=?, updated_at=?, "
-            "seq=?, wake_at=?, state=?, error=?, annotations=? WHERE saga_id=?",
-            [(*row_params(r)[1:], r.saga_id) for r in plan.index_rows],
+            # name, version and created_at never change after the start
+            "UPDATE sagas SET status=?, step=?, updated_at=?, seq=?, wake_at=?, state=?, "
+            "error=?, annotations=? WHERE saga_id=?",
+            [
+                (
+                    r.status,
+                    r.step,
+                    r.updated_at,
+                    r.seq,
+                    r.wake_at,
+                    r.state,
+                    r.error,
+                    r.annotations,
+                    r.saga_id,
+                )
+                for r in plan.index_rows
+            ],
         )
     if plan.consumed:
         conn.executemany(
