@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
     for repeat in range(args.repeats):
         for system, workers in systems:
             if system == "sqlite":
-                directory = tempfile.mkdtemp(prefix="saga-scale-")
-                rate = _once(f"sqlite:///{directory}/scale.db", 1, args.sagas)
+                with tempfile.TemporaryDirectory(prefix="saga-scale-") as directory:
+                    rate = _once(f"sqlite:///{directory}/scale.db", 1, args.sagas)
             else:
                 schema = f"saga_bench_{uuid.uuid4().hex[:10]}"
                 try:

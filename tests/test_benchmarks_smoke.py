@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from _pg import PG_URL, require_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = {"throughput", "latency", "events", "parked", "recovery", "coldstart"}
@@ -89,3 +91,17 @@ def test_smoke_dbos(tmp_path: Path) -> None:
     _check(report, "dbos")
     settings = report["scenarios"]["throughput"]["runs"]["dbos"][0]["settings"]
     assert settings["sqlite"] == {"journal_mode": "wal", "synchronous": 2}  # FULL, like saga
+
+
+def test_the_postgresql_scale_out_benchmark_runs(tmp_path: Path) -> None:
+    """``python -m benchmarks workers`` at tiny sizes: every setup ran and reported."""
+    anyio.run(require_server)
+    out = tmp_path / "workers.json"
+    command = [sys.executable, "-m", "benchmarks", "workers", "--workers", "1,2",
+               "--sagas", "40", "--repeats", "1", "--url", PG_URL, "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert sorted(runs) == ["postgresql x1", "postgresql x2", "sqlite x1"]
+    assert all(len(rates) == 1 and rates[0] > 0 for rates in runs.values())
+    assert "| postgresql x2 |" in proc.stdout
