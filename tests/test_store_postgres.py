@@ -197,7 +197,7 @@ async def test_a_send_to_another_workers_saga_wakes_that_worker(schema: str) -> 
             await a.wait_for_foreign(5)
             waited = time.monotonic() - began
         assert result == [SendResult.FORWARDED]
-        assert waited < 2
+        assert waited < 4  # woken by the notification, not by the 5 s timeout
 
         items, mark_a = await a.foreign_inbox(mark_a)
         assert [(i.saga_id, i.event_id) for i in items] == [("s1", "from-b")]
