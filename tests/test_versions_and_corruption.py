@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 import pytest
+from _pg import drop_schema, new_schema, query, url_for
 
 import saga
 
@@ -159,6 +161,38 @@ async def test_a_terminal_saga_of_an_unknown_definition_is_readable(tmp_path: Pa
 # -- corrupt records ------------------------------------------------------------------------
 
 
+class Corruptible:
+    """A store URL of either backend, and a way to corrupt one of its records."""
+
+    def __init__(self, url: str, path: Path | None, schema: str | None) -> None:
+        self.url, self.path, self.schema = url, path, schema
+
+    async def overwrite(self, saga_id: str, seq: int, body: bytes) -> None:
+        if self.path is not None:
+            overwrite_body(self.path, saga_id, seq, body)
+            return
+        assert self.schema is not None
+        rows = await query(
+            self.schema,
+            "UPDATE saga_log SET body = $1 WHERE saga_id = $2 AND seq = $3 RETURNING seq",
+            body, saga_id, seq,
+        )  # fmt: skip
+        assert len(rows) == 1
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def corruptible(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Corruptible]:
+    if request.param == "sqlite":
+        path = tmp_path / "orders.db"
+        yield Corruptible(f"sqlite:///{path}", path, None)
+        return
+    schema = anyio.run(new_schema)
+    try:
+        yield Corruptible(url_for(schema), None, schema)
+    finally:
+        anyio.run(drop_schema, schema)
+
+
 def overwrite_body(path: Path, saga_id: str, seq: int, body: bytes) -> None:
     """Corrupt one stored record; only while no runtime has the file open."""
     conn = sqlite3.connect(path)
@@ -197,17 +231,20 @@ CORRUPTIONS = {  # (seq, body, can the record still be decoded?)
     ("seq", "body", "decodable"), list(CORRUPTIONS.values()), ids=list(CORRUPTIONS)
 )
 async def test_corrupt_record_parks_only_that_saga(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, seq: int, body: bytes, decodable: bool
+    corruptible: Corruptible,
+    caplog: pytest.LogCaptureFixture,
+    seq: int,
+    body: bytes,
+    decodable: bool,
 ) -> None:
-    path = tmp_path / "orders.db"
-    url = f"sqlite:///{path}"
+    url = corruptible.url
     await two_waiting_sagas(url)
     async with saga.Runtime(url, sagas=[order_v1, other]) as rt:
         before = await rt.history("a-victim")
     assert [r.kind for r in before] == [
         "saga_started", "step_started", "step_completed", "step_started", "step_waiting",
     ]  # fmt: skip
-    overwrite_body(path, "a-victim", seq, body)
+    await corruptible.overwrite("a-victim", seq, body)
 
     caplog.set_level(logging.WARNING, logger="saga.runtime")
     async with saga.Runtime(url, sagas=[order_v1, other]) as rt:
