@@ -430,6 +430,6 @@ class Core:
         if definition is not None:
             # A state saved by an incompatible type (that saga is parked) stays plain
             # rather than fail every get and list that includes it.
-            with contextlib.suppress(msgspec.ValidationError):
+            with contextlib.suppress(msgspec.DecodeError):  # garbage: reported just below
                 state = self.decode_state(definition, row.state)
         return info_from_row(row, state=state, error=self._parked.get(row.saga_id))

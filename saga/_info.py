@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from saga._errors import CorruptLog
 from saga._records import decode_payload
 from saga._store._base import DeadLetterRow, SagaRow
 
@@ -114,19 +115,28 @@ def info_from_row(row: SagaRow, *, state: Any = None, error: ErrorInfo | None = 
 
     ``state`` replaces the row's state decoded to plain values (e.g. a typed copy);
     ``error`` replaces the row's error (e.g. why the saga is parked).
+
+    Raises:
+        CorruptLog: a column of the row cannot be decoded (the log itself may be intact).
     """
-    if error is None and row.error is not None:
-        error = _error_decoder.decode(row.error)
-    return SagaInfo(
-        saga_id=row.saga_id,
-        name=row.name,
-        version=row.version,
-        status=Status(row.status),
-        step=row.step,
-        state=decode_payload(row.state) if state is None else state,
-        error=error,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        seq=row.seq,
-        annotations={} if row.annotations is None else decode_payload(row.annotations),
-    )
+    try:
+        if error is None and row.error is not None:
+            error = _error_decoder.decode(row.error)
+        return SagaInfo(
+            saga_id=row.saga_id,
+            name=row.name,
+            version=row.version,
+            status=Status(row.status),
+            step=row.step,
+            state=decode_payload(row.state) if state is None else state,
+            error=error,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            seq=row.seq,
+            annotations={} if row.annotations is None else decode_payload(row.annotations),
+        )
+    except (msgspec.DecodeError, ValueError) as problem:
+        raise CorruptLog(
+            f"saga {row.saga_id!r}: its index row cannot be read ({problem}); "
+            "its log is kept apart and can still be read with history()"
+        ) from None

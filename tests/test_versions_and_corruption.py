@@ -179,6 +179,21 @@ class Corruptible:
         )  # fmt: skip
         assert len(rows) == 1
 
+    async def overwrite_row(self, saga_id: str, column: str, value: bytes) -> None:
+        """Corrupt one column of the saga's index row."""
+        if self.path is not None:
+            conn = sqlite3.connect(self.path)
+            try:
+                with conn:
+                    sql = f"UPDATE sagas SET {column} = ? WHERE saga_id = ?"
+                    assert conn.execute(sql, (value, saga_id)).rowcount == 1
+            finally:
+                conn.close()
+            return
+        assert self.schema is not None
+        sql = f"UPDATE sagas SET {column} = $1 WHERE saga_id = $2 RETURNING saga_id"
+        assert len(await query(self.schema, sql, value, saga_id)) == 1
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def corruptible(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Corruptible]:
@@ -319,3 +334,19 @@ async def test_state_type_changed_without_a_version_bump(tmp_path: Path) -> None
         assert listed.keys() == {"a-victim", "b-other"}
         assert listed["a-victim"] == info
         await other_sagas_still_run(rt)
+
+
+@pytest.mark.parametrize("column", ["state", "error", "annotations"])
+async def test_a_corrupt_index_row_is_a_clear_error_and_the_log_stays_readable(
+    corruptible: Corruptible, column: str
+) -> None:
+    url = corruptible.url
+    await two_waiting_sagas(url)
+    async with saga.Runtime(url, sagas=[order_v1, other]) as rt:
+        before = await rt.history("a-victim")
+    await corruptible.overwrite_row("a-victim", column, b"\xc1 not msgpack")
+    async with saga.Runtime(url, sagas=[order_v1, other]) as rt:
+        with pytest.raises(saga.CorruptLog, match=r"a-victim.*index row"):
+            await rt.get("a-victim")
+        assert await rt.history("a-victim") == before  # the log itself is intact
+        assert (await rt.get("b-other")).status is saga.Status.WAITING
