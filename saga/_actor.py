@@ -116,7 +116,7 @@ class Actor:
         self._consumed: list[str] = []
         self._closed: str | None = None
         self._observers = ObserverCalls(())
-        self._fence = core.store.fence  # the lease this actor writes under (shared stores)
+        self.fence = core.store.fence  # the lease this actor writes under (shared stores)
         self._first: _Invocation | None = None  # set by `begin`: the handler to run first
 
     def begin(self, first: Record, state: bytes) -> list[Record]:
@@ -393,7 +393,7 @@ class Actor:
             row=index_row(progress, self._state),
             consumed=consumed,
             closed=closed,
-            fence=self._fence,
+            fence=self.fence,
         )
         await self._core.store.append(append)
         self._core.transitions += len(records)

@@ -186,10 +186,11 @@ class Core:
     async def keep_ownership(self) -> None:
         """On a shared store: renew this worker's lease, take over dead workers' sagas.
 
-        Runs until cancelled. A lost lease (this process was paused or cut off for longer
-        than the lease) changes nothing here: the actors still holding the old fence fail
-        their next append with `LeaseLost` and stop, and the sagas nobody else took yet
-        come back through the claims, under the new fence.
+        Runs until cancelled. When the lease was lost (this process was paused or cut off
+        for longer than the lease), the store continues under a new fence; the actors
+        still holding the old one are told to stop (any append of theirs fails with
+        `LeaseLost` anyway), and the sagas nobody else took yet come back through the
+        claims, under the new fence.
         """
         store = self.store
         renewed = claimed = anyio.current_time()
@@ -199,7 +200,8 @@ class Core:
             try:
                 if now - renewed >= store.renew_interval:
                     renewed = now
-                    await store.keep_lease()
+                    if not await store.keep_lease():
+                        self._stop_stale_actors()
                 if now - claimed >= store.claim_interval:
                     claimed = now
                     for saga_id in await store.claim_orphans():
@@ -207,6 +209,13 @@ class Core:
                             self.activate(saga_id)
             except StoreError as error:  # the database may be back next tick
                 logger.warning("cannot keep this worker's lease and claims: %s", error)
+
+    def _stop_stale_actors(self) -> None:
+        """Tell every actor writing under a fence other than the store's to stop."""
+        for actor in list(self._actors.values()):
+            if actor.fence != self.store.fence:
+                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    actor.mailbox.send_nowait(Close())
 
     async def take_request(self, item: InboxItem) -> None:
         """Hand an entry another process stored to its saga, or perform a resume request."""

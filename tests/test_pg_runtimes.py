@@ -7,10 +7,11 @@ from __future__ import annotations
 import anyio
 import asyncpg
 import pytest
-from _behaviour import Gate, Trip, simple_step, wait_status
-from _pg import PG_URL, url_for
+from _behaviour import Gate, Trip, eventually, simple_step, wait_status
+from _pg import PG_URL, query, url_for
 
 import saga
+from saga._records import decode_record
 from saga._store import SendResult, open_store
 
 pytestmark = pytest.mark.anyio
@@ -110,3 +111,49 @@ async def terminate_backends(origin: str) -> int:
     finally:
         await conn.close()
     return sum(1 for r in rows if r[0])
+
+
+async def test_a_worker_that_lost_its_lease_never_writes_again_for_its_sagas(
+    url: str, schema: str
+) -> None:
+    """A handler outlives its worker's lease (the worker stalled): its result is refused,
+    the saga is claimed again and the step re-run under the new fence, and it completes
+    exactly once, with nothing in its log written under the old fence after the lease."""
+    gate = anyio.Event()
+    runs: list[int] = []
+
+    class Slow(saga.Step):
+        async def run(self, ctx: saga.StepContext[Trip]) -> None:
+            runs.append(ctx.attempt)
+            if len(runs) == 1:
+                await gate.wait()  # the stalled call
+
+    definition = saga.Saga("slow", state=Trip, steps=[Slow()])
+    async with saga.Runtime(url, sagas=[definition]) as rt:
+        await rt.start(definition, Trip(), saga_id="s-1")
+
+        async def stalled() -> bool:
+            return len(runs) == 1
+
+        await eventually(stalled)
+        old = rt.store.fence
+        await query(schema, "UPDATE saga_workers SET expires_at = clock_timestamp() "
+                            "- interval '1 second' WHERE fence = $1", old)  # fmt: skip
+        gate.set()  # the stalled call returns after the lease ran out
+        with anyio.fail_after(15):
+            info = await rt.handle("s-1").result()
+        assert info.status is saga.Status.COMPLETED
+        assert rt.store.fence != old
+    assert len(runs) == 2  # the refused call, and the re-run under the new fence
+    rows = await query(schema, "SELECT seq, body, fence FROM saga_log WHERE saga_id = 's-1' "
+                               "ORDER BY seq")  # fmt: skip
+    written = [(decode_record(body).kind, fence) for _, body, fence in rows]
+    new = written[-1][1]
+    assert new != old
+    assert written == [
+        ("saga_started", old),
+        ("step_started", old),
+        ("step_started", new),
+        ("step_completed", new),
+        ("saga_completed", new),
+    ]
