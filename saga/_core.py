@@ -39,6 +39,7 @@ from saga._records import Kind, Record, decode_record, encode_payload, encode_re
 from saga._replay import check_definition
 from saga._requests import decode_request
 from saga._store import Append, InboxItem, InboxKind, SagaRow, Store
+from saga._store._base import CLAIM_BATCH
 from saga._timers import TimerService
 from saga._validate import check_name
 
@@ -119,8 +120,8 @@ class Core:
         """
         mark = await self.store.inbox_mark()
         if self.store.shared:  # open sagas of dead workers become this one's to resume
-            while len(await self.store.claim_orphans()) >= 1000:
-                pass
+            while len(await self.store.claim_orphans()) == CLAIM_BATCH:
+                pass  # a full batch: there may be more
         mail = await self._pending_mail()
         requests = await self.store.pending_inbox(InboxKind.RESUME)
         # Fold everything first, then activate: actors that started while logs still

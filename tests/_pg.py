@@ -7,10 +7,13 @@ fail: CI must never pass by not running them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import asyncpg
 import pytest
 
@@ -55,6 +58,16 @@ async def new_schema() -> str:
     """A schema name nobody uses yet (the server checked reachable first)."""
     await require_server()
     return "saga_test_" + uuid.uuid4().hex[:12]
+
+
+@contextlib.contextmanager
+def temporary_schema() -> Iterator[str]:
+    """A fresh schema for a test (outside its event loop), dropped with all it holds after."""
+    schema = anyio.run(new_schema)
+    try:
+        yield schema
+    finally:
+        anyio.run(drop_schema, schema)
 
 
 async def query(schema: str, sql: str, *args: Any) -> list[asyncpg.Record]:

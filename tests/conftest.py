@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import anyio
 import pytest
-from _pg import drop_schema, new_schema, url_for
+from _pg import temporary_schema, url_for
 
 from saga.testing import FakeClock
 
@@ -51,20 +50,14 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     if name != "postgresql":
         yield name
         return
-    schema = anyio.run(new_schema)
-    attribute = _ON_EVERY_BACKEND[request.module.__name__][0]
-    monkeypatch.setattr(request.module, attribute, url_for(schema, lease_seconds=2))
-    try:
+    with temporary_schema() as schema:
+        attribute = _ON_EVERY_BACKEND[request.module.__name__][0]
+        monkeypatch.setattr(request.module, attribute, url_for(schema, lease_seconds=2))
         yield name
-    finally:
-        anyio.run(drop_schema, schema)
 
 
 @pytest.fixture
 def schema() -> Iterator[str]:
     """A fresh PostgreSQL schema on the test server, dropped with all it holds afterwards."""
-    name = anyio.run(new_schema)
-    try:
+    with temporary_schema() as name:
         yield name
-    finally:
-        anyio.run(drop_schema, name)

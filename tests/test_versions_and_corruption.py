@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from _pg import drop_schema, new_schema, query, url_for
+from _pg import query, temporary_schema, url_for
 
 import saga
 
@@ -201,11 +201,8 @@ def corruptible(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Corr
         path = tmp_path / "orders.db"
         yield Corruptible(f"sqlite:///{path}", path, None)
         return
-    schema = anyio.run(new_schema)
-    try:
+    with temporary_schema() as schema:
         yield Corruptible(url_for(schema), None, schema)
-    finally:
-        anyio.run(drop_schema, schema)
 
 
 def overwrite_body(path: Path, saga_id: str, seq: int, body: bytes) -> None:

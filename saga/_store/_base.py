@@ -10,7 +10,8 @@ from __future__ import annotations
 import abc
 import enum
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import anyio
 import msgspec
@@ -44,6 +45,19 @@ class SagaRow(msgspec.Struct):
     annotations: bytes | None = None
 
 
+ROW_COLUMNS = ", ".join(SagaRow.__struct_fields__)  # every store's column order for a row
+
+
+def saga_row(values: Sequence[Any]) -> SagaRow:
+    """The `SagaRow` of a row read as `ROW_COLUMNS` (extra trailing columns are ignored)."""
+    return SagaRow(*values[: len(SagaRow.__struct_fields__)])
+
+
+def row_params(row: SagaRow) -> tuple[Any, ...]:
+    """The row's values in `ROW_COLUMNS` order."""
+    return msgspec.structs.astuple(row)
+
+
 class InboxKind:
     """What an inbox entry is (`InboxItem.kind`)."""
 
@@ -67,6 +81,14 @@ class InboxItem(msgspec.Struct, frozen=True):
     payload: bytes
     sent_at: float
     headers: bytes | None = None
+
+
+INBOX_COLUMNS = ", ".join(InboxItem.__struct_fields__)  # an inbox entry's columns, in order
+
+
+def inbox_item(values: Sequence[Any]) -> InboxItem:
+    """The `InboxItem` of a row read as `INBOX_COLUMNS` (extra trailing columns ignored)."""
+    return InboxItem(*values[: len(InboxItem.__struct_fields__)])
 
 
 class DeadLetterRow(msgspec.Struct, frozen=True):
@@ -126,6 +148,9 @@ class Append(msgspec.Struct):
     fence: int | None = None
 
 
+CLAIM_BATCH = 1000  # most sagas one `Store.claim_orphans` call takes over
+
+
 class Store(abc.ABC):
     """A saga store. Writes commit before they return; reads see committed data only.
 
@@ -144,8 +169,8 @@ class Store(abc.ABC):
         """Renew this runtime's lease; ``False`` if it had expired (a new fence now)."""
         return True
 
-    async def claim_orphans(self, limit: int = 1000) -> list[str]:
-        """Take over open sagas of runtimes whose lease expired; their ids."""
+    async def claim_orphans(self, limit: int = CLAIM_BATCH) -> list[str]:
+        """Take over up to ``limit`` open sagas of runtimes whose lease expired; their ids."""
         return []
 
     async def wait_for_foreign(self, timeout: float) -> None:

@@ -17,9 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from saga._store._base import InboxKind, SagaRow
-from saga._store._pg_reads import ROW_COLUMNS, saga_row
-from saga._store._plan import AppendOp, SendOp, checked_ids, plan_batch, row_params
+from saga._store._base import ROW_COLUMNS, InboxKind, SagaRow, row_params, saga_row
+from saga._store._plan import AppendOp, SendOp, checked_ids, plan_batch
 from saga._store._writer import Op
 
 __all__ = ["NOTIFY_CHANNEL", "apply_batch"]

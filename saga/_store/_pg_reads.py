@@ -6,31 +6,27 @@ sagas this store instance owns (``owner = fence``); the rest see the whole store
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 
 from saga._errors import StoreError
-from saga._store._base import DeadLetterRow, InboxItem, SagaRow, StoreStats
+from saga._store._base import (
+    INBOX_COLUMNS,
+    ROW_COLUMNS,
+    DeadLetterRow,
+    InboxItem,
+    SagaRow,
+    StoreStats,
+    inbox_item,
+    saga_row,
+)
 from saga._store._pg_schema import ACTIVE
 
-__all__ = ["ROW_COLUMNS", "PostgresReads"]
+__all__ = ["PostgresReads"]
 
-ROW_COLUMNS = (
-    "saga_id, name, version, status, step, created_at, updated_at, seq, wake_at, state, error, "
-    "annotations"
-)
-_INBOX_COLUMNS = "id, saga_id, event_id, kind, name, key, payload, sent_at, headers"
-_INBOX_COLUMNS_I = ", ".join("i." + c.strip() for c in _INBOX_COLUMNS.split(","))
-
-
-def saga_row(record: Sequence[Any]) -> SagaRow:
-    return SagaRow(*record[:12])
-
-
-def inbox_item(record: Sequence[Any]) -> InboxItem:
-    return InboxItem(*record[:9])
+_INBOX_COLUMNS_I = ", ".join("i." + c.strip() for c in INBOX_COLUMNS.split(","))
 
 
 class PostgresReads:
@@ -92,15 +88,14 @@ class PostgresReads:
 
     async def inbox(self, saga_id: str) -> list[InboxItem]:
         rows = await self._fetch(
-            f"SELECT {_INBOX_COLUMNS} FROM saga_inbox WHERE saga_id = $1 AND status = 0 "
-            "ORDER BY id",
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE saga_id = $1 AND status = 0 ORDER BY id",
             saga_id,
         )
         return [inbox_item(r) for r in rows]
 
     async def pending_inbox(self, kind: str) -> list[InboxItem]:
         rows = await self._fetch(
-            f"SELECT {_INBOX_COLUMNS} FROM saga_inbox WHERE status = 0 AND kind = $1 ORDER BY id",
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE status = 0 AND kind = $1 ORDER BY id",
             kind,
         )
         return [inbox_item(r) for r in rows]

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import msgspec
 
 from saga._errors import LeaseLost, StoreError
-from saga._store._base import Append, InboxKind, SagaRow, SendResult
+from saga._store._base import Append, InboxKind, SagaRow, SendResult, row_params
 from saga._store._writer import GroupCommitWriter, Op
 
 __all__ = [
@@ -32,11 +31,6 @@ __all__ = [
 ]
 
 TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
-
-
-def row_params(row: SagaRow) -> tuple[Any, ...]:
-    """The row's values in `SagaRow` field order (the stores' column order)."""
-    return msgspec.structs.astuple(row)
 
 
 class StartOp(Op[SagaRow | None]):

@@ -26,9 +26,10 @@ from typing import Any
 import anyio
 import anyio.abc
 import asyncpg
+import msgspec
 
 from saga._errors import StoreError
-from saga._store._base import Append, Store
+from saga._store._base import CLAIM_BATCH, Append, Store
 from saga._store._pg_batch import NOTIFY_CHANNEL, apply_batch
 from saga._store._pg_reads import PostgresReads
 from saga._store._pg_schema import ACTIVE, check_schema, create_or_upgrade_schema, quote_ident
@@ -204,7 +205,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
                        self.fence)  # fmt: skip
         return False
 
-    async def claim_orphans(self, limit: int = 1000) -> list[str]:
+    async def claim_orphans(self, limit: int = CLAIM_BATCH) -> list[str]:
         """Take over up to ``limit`` open sagas whose owner's lease has expired."""
         if self._pool is None or self.fence is None:
             raise StoreError("the store is not open as a worker")
@@ -267,7 +268,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
 
     def _fenced(self, append: Append) -> Append:
         if append.fence is None:  # written by this worker as it is now (not by an actor)
-            append.fence = self.fence
+            return msgspec.structs.replace(append, fence=self.fence)
         return append
 
     async def _rollback(self) -> None:

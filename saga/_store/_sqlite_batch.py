@@ -11,21 +11,13 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from saga._store._base import SagaRow
-from saga._store._plan import AppendOp, SendOp, StartOp, checked_ids, plan_batch, row_params
+from saga._store._base import ROW_COLUMNS, SagaRow, row_params, saga_row
+from saga._store._plan import AppendOp, SendOp, StartOp, checked_ids, plan_batch
 from saga._store._writer import Op
 
-__all__ = ["ROW_COLUMNS", "AppendOp", "SendOp", "StartOp", "apply_batch", "saga_row"]
+__all__ = ["AppendOp", "SendOp", "StartOp", "apply_batch"]
 
-ROW_COLUMNS = (
-    "saga_id, name, version, status, step, created_at, updated_at, seq, wake_at, state, error, "
-    "annotations"
-)
 _CHUNK = 500  # host parameters per IN (...) list, well under SQLite's limit
-
-
-def saga_row(values: Sequence[Any]) -> SagaRow:
-    return SagaRow(*values)
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:

@@ -9,12 +9,18 @@ from typing import Any
 import aiosqlite
 
 from saga._errors import StoreError
-from saga._store._base import DeadLetterRow, InboxItem, SagaRow, StoreStats
-from saga._store._sqlite_batch import ROW_COLUMNS, saga_row
+from saga._store._base import (
+    INBOX_COLUMNS,
+    ROW_COLUMNS,
+    DeadLetterRow,
+    InboxItem,
+    SagaRow,
+    StoreStats,
+    inbox_item,
+    saga_row,
+)
 
 __all__ = ["SQLiteReads"]
-
-_INBOX_COLUMNS = "id, saga_id, event_id, kind, name, key, payload, sent_at, headers"
 
 
 class SQLiteReads:
@@ -88,17 +94,17 @@ class SQLiteReads:
 
     async def inbox(self, saga_id: str) -> list[InboxItem]:
         rows = await self._fetchall(
-            f"SELECT {_INBOX_COLUMNS} FROM saga_inbox WHERE saga_id = ? AND status = 0 ORDER BY id",
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE saga_id = ? AND status = 0 ORDER BY id",
             (saga_id,),
         )
-        return [InboxItem(*r) for r in rows]
+        return [inbox_item(r) for r in rows]
 
     async def pending_inbox(self, kind: str) -> list[InboxItem]:
         rows = await self._fetchall(
-            f"SELECT {_INBOX_COLUMNS} FROM saga_inbox WHERE status = 0 AND kind = ? ORDER BY id",
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE status = 0 AND kind = ? ORDER BY id",
             (kind,),
         )
-        return [InboxItem(*r) for r in rows]
+        return [inbox_item(r) for r in rows]
 
     async def inbox_mark(self) -> int:
         # AUTOINCREMENT ids never go back, and SQLite has one writer at a time, so ids are
@@ -111,11 +117,11 @@ class SQLiteReads:
         if mark == after:
             return [], mark
         rows = await self._fetchall(
-            f"SELECT {_INBOX_COLUMNS} FROM saga_inbox WHERE id > ? AND id <= ? AND status = 0 "
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE id > ? AND id <= ? AND status = 0 "
             "AND origin IS NOT ? ORDER BY id",
             (after, mark, self.origin),
         )
-        return [InboxItem(*r) for r in rows], mark
+        return [inbox_item(r) for r in rows], mark
 
     async def stats(self) -> StoreStats:
         counts = await self._fetchall(
