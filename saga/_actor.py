@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
-from saga._definition import Event, Saga, Step, StepContext, Wait, idempotency_key
-from saga._errors import PayloadTooLarge, PoisonStep, StepTimeout
-from saga._fold import Handler, Progress, Todo
-from saga._info import ErrorInfo, SagaInfo
-from saga._observer import ObserverCalls, StepOutcome
+from saga._definition import Event, Saga, StepContext, idempotency_key
+from saga._errors import PoisonStep
+from saga._fold import Progress, Todo
+from saga._handlers import Invocation, invoke
+from saga._info import SagaInfo, index_row
+from saga._observer import ObserverCalls
 from saga._records import (
     Kind,
     Record,
@@ -34,17 +34,14 @@ from saga._records import (
     plain_record,
 )
 from saga._requests import decode_request
-from saga._store import Append, InboxItem, InboxKind, SagaRow
+from saga._store import Append, InboxItem, InboxKind
 
 if TYPE_CHECKING:
     from saga._core import Core
 
-__all__ = ["Actor", "Close", "Refresh", "Wake", "idempotency_key", "index_row"]
+__all__ = ["Actor", "Close", "Message", "Refresh", "Wake", "idempotency_key"]
 
 logger = logging.getLogger("saga.runtime")
-
-_NEVER_RETRIED = (StepTimeout, PayloadTooLarge)
-_error_encoder = msgspec.msgpack.Encoder()
 
 
 class Wake:
@@ -60,34 +57,6 @@ class Refresh:
 
 
 Message = InboxItem | Wake | Close | Refresh
-
-
-@dataclass(slots=True)
-class _Invocation:
-    step: Step
-    handler: str
-    attempt: int
-    compensating: bool
-    event: Event | None
-
-
-def index_row(progress: Progress, state: bytes) -> SagaRow:
-    """The saga index row for ``progress`` (``state`` is its state, encoded)."""
-    error = progress.error
-    return SagaRow(
-        saga_id=progress.saga_id,
-        name=progress.name,
-        version=progress.version,
-        status=progress.status.value,
-        step=progress.shown_step,
-        created_at=progress.created_at,
-        updated_at=progress.updated_at,
-        seq=progress.seq,
-        wake_at=progress.wake_at,
-        state=state,
-        error=None if error is None else _error_encoder.encode(error),
-        annotations=_error_encoder.encode(progress.annotations) if progress.annotations else None,
-    )
 
 
 class Actor:
@@ -117,7 +86,7 @@ class Actor:
         self._closed: str | None = None
         self._observers = ObserverCalls(())
         self.fence = core.store.fence  # the lease this actor writes under (shared stores)
-        self._first: _Invocation | None = None  # set by `begin`: the handler to run first
+        self._first: Invocation | None = None  # set by `begin`: the handler to run first
 
     def begin(self, first: Record, state: bytes) -> list[Record]:
         """Prepare a saga `Runtime.start` is creating: the records of its first commit.
@@ -253,7 +222,7 @@ class Actor:
         assert self._saga is not None
         return progress.info(self._core.decode_state(self._saga, self._state))
 
-    def _advance(self, p: Progress) -> _Invocation | None:
+    def _advance(self, p: Progress) -> Invocation | None:
         """Append every record the log owes now; return the handler to invoke, if any."""
         saga = self._saga
         assert saga is not None
@@ -314,7 +283,7 @@ class Actor:
                     event = Event(name=p.event["name"], payload=p.event["payload"],
                                   key=p.event["key"], event_id=p.event["event_id"],
                                   headers=p.event.get("headers") or {})  # fmt: skip
-                return _Invocation(saga.steps[saga.step_names.index(step)], p.handler,
+                return Invocation(saga.steps[saga.step_names.index(step)], p.handler,
                                    p.attempt, p.compensating, event)  # fmt: skip
             elif p.wait is not None:
                 item = self._match(p.wait)
@@ -402,61 +371,21 @@ class Actor:
 
     # -- handlers -----------------------------------------------------------------------------
 
-    async def _invoke(self, p: Progress, inv: _Invocation) -> None:
+    async def _invoke(self, p: Progress, inv: Invocation) -> None:
         saga = self._saga
         assert saga is not None
-        step = inv.step
         ctx: StepContext[Any] = StepContext(
             saga_id=self.saga_id,
             saga_name=saga.name,
             state=self._core.decode_state(saga, self._state),
-            step=step.name,
+            step=inv.step.name,
             attempt=inv.attempt,
             compensating=inv.compensating,
             event=inv.event,
             annotations=p.annotations,
         )
-        if self._observers:
-            await self._observers.before_step(ctx)
-        handler = getattr(step, inv.handler)
-        direction = {"compensating": inv.compensating}
-        try:
-            if inv.handler in (Handler.ON_EVENT, Handler.ON_COMPENSATION_EVENT):
-                result = await handler(ctx, inv.event)
-            else:
-                result = await handler(ctx)
-            if result is not None and not isinstance(result, Wait):
-                raise TypeError(
-                    f"{type(step).__name__}.{inv.handler} returned {result!r}; "
-                    "a handler returns None or saga.wait_for(...)"
-                )
-            state = encode_payload(ctx.state, "state", self._core.max_payload_bytes)
-        except Exception as error:
-            if self._observers:
-                await self._observers.after_step(ctx, StepOutcome(kind="failed", error=error))
-            policy = step.compensation_retry if inv.compensating else step.retry
-            retry = not isinstance(error, _NEVER_RETRIED) and policy.should_retry(
-                inv.attempt, error
-            )
-            retry_at = self._core.clock.now() + policy.interval(inv.attempt) if retry else None
-            info = ErrorInfo.from_exception(error, step.name)
-            self._add(Kind.STEP_FAILED, step.name, {
-                **direction, "handler": inv.handler, "attempt": inv.attempt,
-                "error": {"type": info.type, "message": info.message},
-                "retry_at": retry_at, "final": not retry,
-            })  # fmt: skip
-            return
-        self._state = state
-        saved = msgspec.Raw(state)  # written as is: the state is encoded once
-        if result is None:
-            if self._observers:
-                await self._observers.after_step(ctx, StepOutcome(kind="completed"))
-            self._add(Kind.STEP_COMPLETED, step.name, {**direction, "state": saved})
-        else:
-            if self._observers:
-                await self._observers.after_step(ctx, StepOutcome(kind="waiting", wait=result))
-            deadline = None if result.timeout is None else self._core.clock.now() + result.timeout
-            self._add(Kind.STEP_WAITING, step.name, {
-                **direction, "event": result.name, "key": result.key,
-                "timeout": result.timeout, "deadline": deadline, "state": saved,
-            })  # fmt: skip
+        core = self._core
+        outcome = await invoke(inv, ctx, self._observers, core.clock, core.max_payload_bytes)
+        if outcome.state is not None:
+            self._state = outcome.state
+        self._add(outcome.kind, inv.step.name, outcome.data)

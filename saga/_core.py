@@ -3,9 +3,8 @@
 `Runtime` is the public face; `Core` is what it and every actor share. Keeping them apart
 keeps the public class to its API, and gives actors a narrow, internal surface.
 
-Other processes on the same store (the ``saga`` command line) cannot reach this one
-directly: they leave requests in the store's inbox, and `Core.watch_inbox` picks them up
-within `INBOX_POLL_INTERVAL` seconds.
+What other processes on the same store ask of this runtime, and keeping a worker's lease
+on a shared store, live in `saga._watch`.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from saga._actor import Actor, Close, Refresh, Wake, index_row
+from saga._actor import Actor, Close, Message, Refresh, Wake
 from saga._clock import Clock
 from saga._definition import Saga
 from saga._errors import (
@@ -33,23 +32,19 @@ from saga._errors import (
     UnknownSaga,
 )
 from saga._fold import Progress, typed_state
-from saga._info import ErrorInfo, SagaInfo, Status, info_from_row
+from saga._info import ErrorInfo, SagaInfo, Status, index_row, info_from_row
 from saga._observer import Observer, ObserverCalls
 from saga._records import Kind, Record, decode_record, encode_payload, encode_record
 from saga._replay import check_definition
-from saga._requests import decode_request
 from saga._store import Append, InboxItem, InboxKind, SagaRow, Store
 from saga._store._base import CLAIM_BATCH
 from saga._timers import TimerService
 from saga._validate import check_name
+from saga._watch import take_request
 
-__all__ = ["INBOX_POLL_INTERVAL", "Core", "Finished"]
+__all__ = ["Core", "Finished"]
 
 logger = logging.getLogger("saga.runtime")
-
-# Seconds between two looks at what other processes put in the inbox. Requests from the
-# command line are promised to take effect within a second.
-INBOX_POLL_INTERVAL = 0.25
 
 
 class Finished:
@@ -150,7 +145,7 @@ class Core:
         if folded or parked:
             logger.info("recovered %d open sagas, parked %d", len(folded), parked)
         for item in requests:
-            await self.take_request(item)
+            await take_request(self, item)
         return mark
 
     async def _pending_mail(self) -> dict[str, list[InboxItem]]:
@@ -166,71 +161,6 @@ class Core:
         for item in items:
             mail.setdefault(item.saga_id, []).append(item)
         return mail
-
-    async def watch_inbox(self, mark: int) -> None:
-        """Act on inbox entries other processes write (command-line requests, events).
-
-        Runs until cancelled; a failing look is logged and retried at the next tick.
-        """
-        while True:
-            await self.store.wait_for_foreign(INBOX_POLL_INTERVAL)
-            if self.closing:
-                return
-            try:
-                items, mark = await self.store.foreign_inbox(mark)
-                for item in items:
-                    await self.take_request(item)
-            except Exception as error:  # never take the runtime down; try again next tick
-                logger.warning("cannot act on inbox requests: %s", error,
-                               exc_info=not isinstance(error, StoreError))  # fmt: skip
-
-    async def keep_ownership(self) -> None:
-        """On a shared store: renew this worker's lease, take over dead workers' sagas.
-
-        Runs until cancelled. When the lease was lost (this process was paused or cut off
-        for longer than the lease), the store continues under a new fence; the actors
-        still holding the old one are told to stop (any append of theirs fails with
-        `LeaseLost` anyway), and the sagas nobody else took yet come back through the
-        claims, under the new fence.
-        """
-        store = self.store
-        renewed = claimed = anyio.current_time()
-        while not self.closing:
-            await anyio.sleep(min(store.renew_interval, store.claim_interval))
-            now = anyio.current_time()
-            try:
-                if now - renewed >= store.renew_interval:
-                    renewed = now
-                    if not await store.keep_lease():
-                        self._stop_stale_actors()
-                if now - claimed >= store.claim_interval:
-                    claimed = now
-                    for saga_id in await store.claim_orphans():
-                        if saga_id not in self._parked and not self.closing:
-                            self.activate(saga_id)
-            except StoreError as error:  # the database may be back next tick
-                logger.warning("cannot keep this worker's lease and claims: %s", error)
-
-    def _stop_stale_actors(self) -> None:
-        """Tell every actor writing under a fence other than the store's to stop."""
-        for actor in list(self._actors.values()):
-            if actor.fence != self.store.fence:
-                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    actor.mailbox.send_nowait(Close())
-
-    async def take_request(self, item: InboxItem) -> None:
-        """Hand an entry another process stored to its saga, or perform a resume request."""
-        if self.closing:
-            return
-        if item.kind != InboxKind.RESUME:
-            self.notify(item.saga_id)
-            return
-        reason, by = decode_request(item.payload)
-        try:
-            await self.resume(item.saga_id, reason, by, request=item.event_id)
-        except Exception as error:  # a request must never take the runtime down
-            logger.warning("cannot resume saga %r as requested by %s: %s", item.saga_id, by,
-                           error)  # fmt: skip
 
     async def resume(
         self, saga_id: str, reason: str, by: str | None, *, request: str | None = None
@@ -339,9 +269,7 @@ class Core:
     def actor_stopped(self, actor: Actor) -> None:
         if self._actors.get(actor.saga_id) is actor:
             del self._actors[actor.saga_id]
-            waiter = self._finished.pop(actor.saga_id, None)
-            if waiter is not None:  # stopped without an end: whoever waits asks the store
-                waiter.event.set()
+            self._release(actor.saga_id)  # stopped without an end: whoever waits asks the store
             if self.closing and not self._actors:
                 self._all_stopped.set()
 
@@ -367,39 +295,37 @@ class Core:
         info = ErrorInfo.from_exception(error, None)
         self._parked[saga_id] = info
         logger.warning("saga %r is parked and will not run: %s", saga_id, info)
-        waiter = self._finished.pop(saga_id, None)
-        if waiter is not None:
-            waiter.event.set()
+        self._release(saga_id)
 
     def saga_finished(self, saga_id: str, final: Callable[[], SagaInfo] | None = None) -> None:
         """The saga ended; ``final`` gives its `SagaInfo` to whoever waits for that."""
         self.timers.disarm(saga_id)
+        self._release(saga_id, final)
+
+    def _release(self, saga_id: str, final: Callable[[], SagaInfo] | None = None) -> None:
+        """Wake whoever waits for the saga's end, with its final info if ``final`` gives it."""
         waiter = self._finished.pop(saga_id, None)
         if waiter is not None:
             waiter.info = None if final is None else final()
             waiter.event.set()
 
     def wake(self, saga_id: str) -> None:
-        if self.closing:
-            return
-        actor = self._actors.get(saga_id)
-        if actor is not None:
-            actor.mailbox.send_nowait(Wake())
-        elif saga_id not in self._parked:
-            self.activate(saga_id)
+        """A deadline of the saga may have passed."""
+        self._hand(saga_id, Wake())
 
     def notify(self, saga_id: str) -> None:
         """The saga's inbox changed in the store behind this runtime's back."""
-        actor = self._actors.get(saga_id)
-        if actor is not None:
-            actor.mailbox.send_nowait(Refresh())
-        elif saga_id not in self._parked and not self.closing:
-            self.activate(saga_id)
+        self._hand(saga_id, Refresh())
 
     def deliver(self, saga_id: str, item: InboxItem) -> None:
+        """This runtime just stored ``item`` for the saga."""
+        self._hand(saga_id, item)
+
+    def _hand(self, saga_id: str, message: Message) -> None:
+        """Give the saga's actor ``message``; with no actor, start one (it reads the store)."""
         actor = self._actors.get(saga_id)
         if actor is not None:
-            actor.mailbox.send_nowait(item)
+            actor.mailbox.send_nowait(message)
         elif saga_id not in self._parked and not self.closing:
             self.activate(saga_id)
 
@@ -409,6 +335,18 @@ class Core:
         if waiter is None:
             waiter = self._finished[saga_id] = Finished()
         return waiter
+
+    def take_over(self, saga_id: str) -> None:
+        """Run a saga this worker just claimed (an actor under an old fence is replaced)."""
+        if saga_id not in self._parked and not self.closing:
+            self.activate(saga_id)
+
+    def stop_stale_actors(self) -> None:
+        """Tell every actor writing under a fence other than the store's to stop."""
+        for actor in list(self._actors.values()):
+            if actor.fence != self.store.fence:
+                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    actor.mailbox.send_nowait(Close())
 
     def is_active(self, saga_id: str) -> bool:
         """Whether an actor of this runtime runs the saga: it reports its end or its stop."""

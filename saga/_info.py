@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -11,7 +11,18 @@ from saga._errors import CorruptLog
 from saga._records import decode_payload
 from saga._store._base import DeadLetterRow, SagaRow
 
-__all__ = ["ACTIVE_STATUSES", "DeadLetter", "ErrorInfo", "SagaInfo", "Status", "info_from_row"]
+if TYPE_CHECKING:
+    from saga._fold import Progress
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "DeadLetter",
+    "ErrorInfo",
+    "SagaInfo",
+    "Status",
+    "index_row",
+    "info_from_row",
+]
 
 
 class Status(enum.StrEnum):
@@ -108,6 +119,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
 
 
 _error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
+_encoder = msgspec.msgpack.Encoder()
 
 
 def info_from_row(row: SagaRow, *, state: Any = None, error: ErrorInfo | None = None) -> SagaInfo:
@@ -140,3 +152,22 @@ def info_from_row(row: SagaRow, *, state: Any = None, error: ErrorInfo | None = 
             f"saga {row.saga_id!r}: its index row cannot be read ({problem}); "
             "its log is kept apart and can still be read with history()"
         ) from None
+
+
+def index_row(progress: Progress, state: bytes) -> SagaRow:
+    """The saga index row for ``progress`` (``state`` is its state, encoded)."""
+    error = progress.error
+    return SagaRow(
+        saga_id=progress.saga_id,
+        name=progress.name,
+        version=progress.version,
+        status=progress.status.value,
+        step=progress.shown_step,
+        created_at=progress.created_at,
+        updated_at=progress.updated_at,
+        seq=progress.seq,
+        wake_at=progress.wake_at,
+        state=state,
+        error=None if error is None else _encoder.encode(error),
+        annotations=_encoder.encode(progress.annotations) if progress.annotations else None,
+    )

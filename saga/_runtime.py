@@ -15,29 +15,25 @@ import anyio.abc
 import msgspec
 from opentelemetry import propagate
 
-from saga._actor import Actor, index_row
+from saga._actor import Actor
 from saga._clock import Clock, SystemClock
 from saga._core import Core
 from saga._definition import Saga
-from saga._errors import (
-    SagaClosed,
-    SagaExists,
-    UnknownSaga,
-)
+from saga._errors import SagaClosed, SagaExists, UnknownSaga
 from saga._export import SagaExport
 from saga._fold import Progress
 from saga._handle import SagaHandle
-from saga._info import DeadLetter, ErrorInfo, SagaInfo, Status
+from saga._info import DeadLetter, SagaInfo, Status, index_row
 from saga._observer import Observer
 from saga._records import Kind, Record, decode_record, encode_payload, encode_record
 from saga._requests import encode_request
 from saga._store import InboxItem, InboxKind, SagaRow, SendResult, Store, open_store
 from saga._validate import check_name
+from saga._watch import keep_ownership, watch_inbox
 
 __all__ = ["Runtime"]
 
 logger = logging.getLogger("saga.runtime")
-_error_decoder = msgspec.msgpack.Decoder(ErrorInfo)
 
 
 class Runtime:
@@ -49,11 +45,14 @@ class Runtime:
     crash, runs again on the next start.
 
     Args:
-        url: ``sqlite:///path.db`` (default ``sqlite:///saga.db``) or ``sqlite:///:memory:``.
+        url: ``sqlite:///path.db`` (default ``sqlite:///saga.db``), ``sqlite:///:memory:``,
+            or ``postgresql://user@host:port/db?schema=saga`` for many workers on one
+            database (see the README, "Running many workers").
         sagas: the definitions this runtime runs; several versions of one name may coexist.
         observers: `Observer` instances called for every saga.
         clock: the time source (default the system clock; ``saga.testing.FakeClock`` in tests).
-        durability: ``"full"`` (``synchronous=FULL``, default) or ``"normal"``.
+        durability: ``"full"`` (default) or ``"normal"`` (SQLite ``synchronous=NORMAL``;
+            PostgreSQL ``synchronous_commit=off``).
         max_payload_bytes: the largest encoded state or event payload accepted.
         max_recoveries: interrupted runs of one handler after which it counts as failed.
         shutdown_grace: seconds handlers get to finish when the runtime exits.
@@ -132,9 +131,9 @@ class Runtime:
             stack.push_async_callback(core.stop_actors)
             mark = await core.recover()
             core.tg.start_soon(core.timers.run)
-            core.tg.start_soon(core.watch_inbox, mark)
+            core.tg.start_soon(watch_inbox, core, mark)
             if core.store.shared:
-                core.tg.start_soon(core.keep_ownership)
+                core.tg.start_soon(keep_ownership, core)
         except BaseException:
             await stack.aclose()
             raise
@@ -275,18 +274,22 @@ class Runtime:
             encode_payload(carrier, "headers", self._core.max_payload_bytes) if carrier else None
         )
         now = self._core.clock.now()
+        item = InboxItem(0, saga_id, event_id, InboxKind.EVENT, name, key, body, now, headers)
+        if await self._put(item) is SendResult.CLOSED:
+            raise SagaClosed(f"saga {saga_id!r} has ended; it takes no more events")
+        return event_id
+
+    async def _put(self, item: InboxItem) -> SendResult:
+        """Store ``item`` (`UnknownSaga` if no such saga); hand it over if the saga is ours."""
         result = await self._core.store.send(
-            saga_id, event_id, kind="event", name=name, key=key, payload=body, sent_at=now,
-            headers=headers,
+            item.saga_id, item.event_id, kind=item.kind, name=item.name, key=item.key,
+            payload=item.payload, sent_at=item.sent_at, headers=item.headers,
         )  # fmt: skip
         if result is SendResult.UNKNOWN:
-            raise UnknownSaga(f"no saga with id {saga_id!r}")
-        if result is SendResult.CLOSED:
-            raise SagaClosed(f"saga {saga_id!r} has ended; it takes no more events")
+            raise UnknownSaga(f"no saga with id {item.saga_id!r}")
         if result is SendResult.STORED:
-            item = InboxItem(0, saga_id, event_id, "event", name, key, body, now, headers)
-            self._core.deliver(saga_id, item)
-        return event_id
+            self._core.deliver(item.saga_id, item)
+        return result
 
     async def abort(self, saga_id: str, reason: str, *, by: str = "api") -> None:
         """Operator action: stop a saga where it is and compensate; durable before it returns.
@@ -309,15 +312,7 @@ class Runtime:
         body = encode_request(reason, by, self._core.max_payload_bytes)
         event_id = "abort-" + uuid.uuid4().hex
         now = self._core.clock.now()
-        kind = InboxKind.ABORT
-        result = await self._core.store.send(
-            saga_id, event_id, kind=kind, name="abort", key=None, payload=body, sent_at=now
-        )
-        if result is SendResult.UNKNOWN:
-            raise UnknownSaga(f"no saga with id {saga_id!r}")
-        if result is SendResult.STORED:
-            item = InboxItem(0, saga_id, event_id, InboxKind.ABORT, "abort", None, body, now)
-            self._core.deliver(saga_id, item)
+        await self._put(InboxItem(0, saga_id, event_id, InboxKind.ABORT, "abort", None, body, now))
 
     async def resume(
         self, saga_id: str, reason: str = "operator resume", *, by: str = "api"

@@ -1,0 +1,90 @@
+"""What a runtime does for other processes on its store, in the background.
+
+* `watch_inbox`: other processes (the ``saga`` command line, other workers) cannot reach
+  this runtime directly; they leave entries in the store's inbox, and this loop acts on
+  them within `INBOX_POLL_INTERVAL` seconds, or at once where the store can announce them.
+* `keep_ownership`: on a shared store, renew this worker's lease and take over the sagas
+  of workers whose lease ran out.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+
+from saga._errors import StoreError
+from saga._requests import decode_request
+from saga._store import InboxItem, InboxKind
+
+if TYPE_CHECKING:
+    from saga._core import Core
+
+__all__ = ["INBOX_POLL_INTERVAL", "keep_ownership", "take_request", "watch_inbox"]
+
+logger = logging.getLogger("saga.runtime")
+
+# Seconds between two looks at what other processes put in the inbox. Requests from the
+# command line are promised to take effect within a second.
+INBOX_POLL_INTERVAL = 0.25
+
+
+async def watch_inbox(core: Core, mark: int) -> None:
+    """Act on inbox entries other processes write (command-line requests, events).
+
+    Runs until cancelled; a failing look is logged and retried at the next tick.
+    """
+    while True:
+        await core.store.wait_for_foreign(INBOX_POLL_INTERVAL)
+        if core.closing:
+            return
+        try:
+            items, mark = await core.store.foreign_inbox(mark)
+            for item in items:
+                await take_request(core, item)
+        except Exception as error:  # never take the runtime down; try again next tick
+            logger.warning("cannot act on inbox requests: %s", error,
+                           exc_info=not isinstance(error, StoreError))  # fmt: skip
+
+
+async def take_request(core: Core, item: InboxItem) -> None:
+    """Hand an entry another process stored to its saga, or perform a resume request."""
+    if core.closing:
+        return
+    if item.kind != InboxKind.RESUME:
+        core.notify(item.saga_id)
+        return
+    reason, by = decode_request(item.payload)
+    try:
+        await core.resume(item.saga_id, reason, by, request=item.event_id)
+    except Exception as error:  # a request must never take the runtime down
+        logger.warning("cannot resume saga %r as requested by %s: %s", item.saga_id, by,
+                       error)  # fmt: skip
+
+
+async def keep_ownership(core: Core) -> None:
+    """On a shared store: renew this worker's lease, take over dead workers' sagas.
+
+    Runs until cancelled. When the lease was lost (this process was paused or cut off for
+    longer than the lease), the store continues under a new fence; the actors still
+    holding the old one are told to stop (any append of theirs fails with `LeaseLost`
+    anyway), and the sagas nobody else took yet come back through the claims, under the
+    new fence.
+    """
+    store = core.store
+    renewed = claimed = anyio.current_time()
+    while not core.closing:
+        await anyio.sleep(min(store.renew_interval, store.claim_interval))
+        now = anyio.current_time()
+        try:
+            if now - renewed >= store.renew_interval:
+                renewed = now
+                if not await store.keep_lease():
+                    core.stop_stale_actors()
+            if now - claimed >= store.claim_interval:
+                claimed = now
+                for saga_id in await store.claim_orphans():
+                    core.take_over(saga_id)
+        except StoreError as error:  # the database may be back next tick
+            logger.warning("cannot keep this worker's lease and claims: %s", error)
