@@ -291,18 +291,6 @@ class StoreContract(RequestContract, ContractBase):
         assert [i.event_id for i in await store.inbox("s1")] == ["c", "a", "b"]
         assert [i.event_id for i in await store.inbox("s2")] == ["other"]
 
-    async def test_with_pending_inbox_names_sagas_with_pending_items(self, store: Store) -> None:
-        for saga_id in ("empty", "pending", "consumed", "abort", "closed"):
-            await self.started(store, saga_id)
-        await self.send(store, "pending", "e1")
-        await self.send(store, "consumed", "e1")
-        await store.append(Append("consumed", records("consumed", 2, 2), row("consumed", seq=2),
-                                  consumed=["e1"]))  # fmt: skip
-        await self.send(store, "abort", "abort-1", kind="abort", name="abort")
-        await self.send(store, "closed", "e1")
-        await self.close_saga(store, "closed", 1, "saga completed")
-        assert await store.with_pending_inbox() == {"pending", "abort"}
-
     async def test_due_is_open_sagas_with_a_deadline_until_the_given_time(
         self, store: Store
     ) -> None:

@@ -245,10 +245,6 @@ class Store(abc.ABC):
         """The saga's pending inbox, oldest first."""
 
     @abc.abstractmethod
-    async def with_pending_inbox(self) -> set[str]:
-        """Ids of the sagas that have anything pending in their inbox."""
-
-    @abc.abstractmethod
     async def pending_inbox(self, kind: str) -> list[InboxItem]:
         """Every saga's pending inbox entries of one ``kind``, oldest first."""
 

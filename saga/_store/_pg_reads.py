@@ -148,10 +148,6 @@ class PostgresReads:
             oldest_waiting=saga_row(oldest[0]) if oldest else None,
         )
 
-    async def with_pending_inbox(self) -> set[str]:
-        rows = await self._fetch("SELECT DISTINCT saga_id FROM saga_inbox WHERE status = 0")
-        return {r[0] for r in rows}
-
     async def due(self, until: float) -> list[tuple[str, float]]:
         rows = await self._fetch(
             "SELECT saga_id, wake_at FROM sagas WHERE owner = $1 AND wake_at <= $2 "

@@ -136,10 +136,6 @@ class SQLiteReads:
             oldest_waiting=saga_row(oldest[0]) if oldest else None,
         )
 
-    async def with_pending_inbox(self) -> set[str]:
-        rows = await self._fetchall("SELECT DISTINCT saga_id FROM saga_inbox WHERE status = 0")
-        return {r[0] for r in rows}
-
     async def due(self, until: float) -> list[tuple[str, float]]:
         rows = await self._fetchall(
             "SELECT saga_id, wake_at FROM sagas WHERE wake_at IS NOT NULL AND wake_at <= ? "
