@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -12,7 +11,11 @@ import msgspec
 
 from saga._errors import StepTimeout
 from saga._retry import RetryPolicy
-from saga._validate import check_name
+from saga._validate import (
+    MAX_VERSION,
+    check_name,
+    check_seconds,
+)
 
 if TYPE_CHECKING:
     from saga._observer import Observer
@@ -45,31 +48,30 @@ def wait_for(
     Args:
         name: the event name to wait for.
         key: if given, only an event sent with this key matches.
-        timeout: seconds (or a ``timedelta``) until ``on_timeout`` runs instead; ``None``
-            waits forever. The deadline survives restarts.
+        timeout: seconds (or a ``timedelta``) until ``on_timeout`` runs instead, more than
+            0 and at most 100 years; ``None`` waits forever. The deadline survives restarts.
 
     Returns:
         A `Wait`, to be returned by ``run``, ``on_event``, ``on_timeout``, ``compensate``
         or ``on_compensation_event``.
 
     Raises:
-        ValueError: empty name, or a timeout that is not a positive finite number.
-        TypeError: a name or key that is not a string.
+        ValueError: a bad name or key (empty, too long, control characters, a lone
+            surrogate: what ``send`` refuses could never match), or a timeout that is NaN,
+            infinite, not positive or over 100 years.
+        TypeError: a name or key that is not a string, a timeout that is not a number.
     """
     check_name(name, "event name")
-    if key is not None and not isinstance(key, str):
-        raise TypeError(f"key must be a str or None, got {type(key).__name__}")
-    seconds: float | None
-    if timeout is None:
-        seconds = None
-    elif isinstance(timeout, timedelta):
-        seconds = timeout.total_seconds()
-    elif isinstance(timeout, int | float) and not isinstance(timeout, bool):
-        seconds = float(timeout)
-    else:
-        raise TypeError(f"timeout must be seconds or a timedelta, got {type(timeout).__name__}")
-    if seconds is not None and (not math.isfinite(seconds) or seconds <= 0):
-        raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout!r}")
+    if key is not None:
+        check_name(key, "event key")
+    seconds: float | None = None
+    if isinstance(timeout, timedelta):
+        seconds = check_seconds(timeout.total_seconds(), "timeout", positive=True)
+    elif timeout is not None:
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+            kind = type(timeout).__name__
+            raise TypeError(f"timeout must be seconds or a timedelta, got {kind}")
+        seconds = check_seconds(timeout, "timeout", positive=True)
     return Wait(name=name, key=key, timeout=seconds)
 
 
@@ -222,8 +224,12 @@ class Saga(Generic[S]):
         observers: `Observer` instances called for this definition's sagas only.
 
     Raises:
-        ValueError: duplicate step names, no steps, or a bad name or version.
-        TypeError: a state that is not a ``msgspec.Struct`` type, or a step that is not a `Step`.
+        ValueError: duplicate step names, no steps, a bad saga or step name (empty, too
+            long, control characters, a lone surrogate), a version that is not an int from
+            1 to 2**31 - 1, or a step's retry policy out of range (more than 1,000,000
+            attempts, an interval over 100 years, a backoff that overflows a float).
+        TypeError: a state that is not a ``msgspec.Struct`` type, a step that is not a
+            `Step`, or a retry that is not a `RetryPolicy`.
     """
 
     def __init__(
@@ -240,6 +246,8 @@ class Saga(Generic[S]):
             raise TypeError(f"state must be a msgspec.Struct subclass, got {state!r}")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise ValueError(f"version must be an int >= 1, got {version!r}")
+        if version > MAX_VERSION:  # the stores keep it as a 32-bit integer
+            raise ValueError(f"version must be at most {MAX_VERSION:,}, got {version}")
         steps = tuple(steps)
         if not steps:
             raise ValueError(f"saga {name!r} needs at least one step")
@@ -250,6 +258,11 @@ class Saga(Generic[S]):
             check_name(step.name, "step name")
             if step.name in seen:
                 raise ValueError(f"saga {name!r} has two steps named {step.name!r}")
+            for field in ("retry", "compensation_retry"):
+                policy = getattr(step, field)
+                what = f"step {step.name!r} {field}"
+                if not isinstance(policy, RetryPolicy):
+                    raise TypeError(f"{what} must be a saga.RetryPolicy, got {policy!r}")
             seen.add(step.name)
         self.name = name
         self.version = version

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from saga._validate import MAX_ATTEMPTS, check_int, check_seconds
+
 __all__ = ["RetryPolicy"]
 
 
@@ -27,14 +29,17 @@ class RetryPolicy:
     non_retryable: tuple[type[BaseException], ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be an int >= 1, got {self.max_attempts!r}")
-        for field in ("initial_interval", "backoff", "max_interval"):
-            value = getattr(self, field)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{field} must be a finite number >= 0, got {value!r}")
-        if self.backoff < 1:
-            raise ValueError(f"backoff must be >= 1, got {self.backoff!r}")
+        try:  # a number of the wrong type is a bad number here, as it always was
+            check_int(self.max_attempts, "max_attempts", 1, MAX_ATTEMPTS)
+            check_seconds(self.initial_interval, "initial_interval")
+            check_seconds(self.max_interval, "max_interval")
+        except TypeError as error:
+            raise ValueError(str(error)) from None
+        backoff = self.backoff
+        if not isinstance(backoff, int | float) or isinstance(backoff, bool):
+            raise ValueError(f"backoff must be a number, got {type(backoff).__name__}")
+        if not backoff >= 1 or not math.isfinite(backoff):  # NaN fails the first test
+            raise ValueError(f"backoff must be a finite number >= 1, got {backoff!r}")
         if not isinstance(self.non_retryable, tuple) or not all(
             isinstance(t, type) and issubclass(t, BaseException) for t in self.non_retryable
         ):
@@ -42,7 +47,10 @@ class RetryPolicy:
 
     def interval(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return min(self.initial_interval * self.backoff ** (attempt - 1), self.max_interval)
+        try:
+            return min(self.initial_interval * self.backoff ** (attempt - 1), self.max_interval)
+        except OverflowError:  # a growth past any float: the ceiling holds
+            return float(self.max_interval)
 
     def should_retry(self, attempt: int, error: BaseException) -> bool:
         """Whether failed attempt ``attempt`` with ``error`` gets another attempt."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import NoReturn
 
 from saga._info import Status
+from saga._validate import MAX_LIMIT, check_name, check_text
 
 __all__ = ["DEFAULT_URL", "build_parser"]
 
 DEFAULT_URL = "sqlite:///saga.db"
+MAX_SEQ = 2**31 - 1  # a record's seq is a 32-bit integer in the stores
 
 _DESCRIPTION = """\
 Look at and steer the sagas in a store, from their logs, while the service runs.
@@ -57,14 +60,25 @@ def _status(text: str) -> Status:
         raise argparse.ArgumentTypeError(f"unknown status {text!r}; one of {names}") from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
+def _whole(high: int) -> Callable[[str], int]:
+    """A positive whole number up to ``high``."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if not 1 <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected a positive whole number up to {high:,}, got {text!r}"
+            )
+        return value
+
+    return convert
+
+
+_limit = _whole(MAX_LIMIT)
+_seq = _whole(MAX_SEQ)
 
 
 def _seconds(text: str) -> float:
@@ -72,9 +86,27 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 <= value <= 3600:
+    if not 0 <= value <= 3600:  # NaN and infinities too
         raise argparse.ArgumentTypeError(f"expected seconds from 0 to 3600, got {text!r}")
     return value
+
+
+def _checked(check: Callable[[str, str], str], what: str) -> Callable[[str], str]:
+    """An argument checked as the runtime checks it: a usage error, not a store error."""
+
+    def convert(text: str) -> str:
+        try:
+            return check(text, what)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert
+
+
+_saga_id = _checked(check_name, "saga_id")
+_name = _checked(check_name, "name")
+_by = _checked(check_name, "by")
+_reason = _checked(check_text, "reason")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,19 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("list", "List sagas, newest first.")
     sub.add_argument("--status", type=_status, help="only sagas with this status")
-    sub.add_argument("--name", help="only sagas of this definition name")
-    sub.add_argument("--limit", type=_positive, default=50, metavar="K",
-                     help="show at most K sagas (default 50)")  # fmt: skip
+    sub.add_argument("--name", type=_name, help="only sagas of this definition name")
+    sub.add_argument("--limit", type=_limit, default=50, metavar="K",
+                     help=f"show at most K sagas (default 50, at most {MAX_LIMIT:,})")  # fmt: skip
 
     sub = command("show", "Show a saga: its summary and a readable timeline of its log.")
-    sub.add_argument("saga_id", metavar="ID", help="the saga id")
+    sub.add_argument("saga_id", metavar="ID", type=_saga_id, help="the saga id")
 
     sub = command("history", "Print a saga's log: every record, as stored.")
-    sub.add_argument("saga_id", metavar="ID", help="the saga id")
+    sub.add_argument("saga_id", metavar="ID", type=_saga_id, help="the saga id")
 
     sub = command("replay", "Fold a saga's log up to a record: its status and state then.")
-    sub.add_argument("saga_id", metavar="ID", help="the saga id")
-    sub.add_argument("--at", type=_positive, metavar="SEQ",
+    sub.add_argument("saga_id", metavar="ID", type=_saga_id, help="the saga id")
+    sub.add_argument("--at", type=_seq, metavar="SEQ",
                      help="the record to stop at (default: the last one)")  # fmt: skip
 
     for name, summary in (
@@ -118,25 +150,26 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", "Ask the runtime to run a FAILED saga's remaining compensations again."),
     ):
         sub = command(name, summary)
-        sub.add_argument("saga_id", metavar="ID", help="the saga id")
+        sub.add_argument("saga_id", metavar="ID", type=_saga_id, help="the saga id")
         if name == "abort":
-            sub.add_argument("--reason", required=True, help="why (recorded in the log)")
+            sub.add_argument("--reason", type=_reason, required=True,
+                             help="why (recorded in the log)")  # fmt: skip
         else:
-            sub.add_argument("--reason", default="resumed from the command line",
+            sub.add_argument("--reason", type=_reason, default="resumed from the command line",
                              help="why it may continue now (recorded in the log)")  # fmt: skip
-        sub.add_argument("--by", metavar="WHO",
+        sub.add_argument("--by", metavar="WHO", type=_by,
                          help="who asks (recorded; default cli:USER@HOST)")  # fmt: skip
         sub.add_argument("--wait", type=_seconds, default=3.0, metavar="SECONDS",
                          help="how long to wait for the runtime to take the request "
                               "(default 3; 0 returns at once)")  # fmt: skip
 
     sub = command("dead-letters", "List events no step consumed before their saga ended.")
-    sub.add_argument("saga_id", metavar="ID", nargs="?", help="only this saga's")
-    sub.add_argument("--limit", type=_positive, default=50, metavar="K",
-                     help="show at most K (default 50)")  # fmt: skip
+    sub.add_argument("saga_id", metavar="ID", type=_saga_id, nargs="?", help="only this saga's")
+    sub.add_argument("--limit", type=_limit, default=50, metavar="K",
+                     help=f"show at most K (default 50, at most {MAX_LIMIT:,})")  # fmt: skip
 
     sub = command("export", "Write a saga's log as one JSON document (saga.SagaExport).")
-    sub.add_argument("saga_id", metavar="ID", help="the saga id")
+    sub.add_argument("saga_id", metavar="ID", type=_saga_id, help="the saga id")
     sub.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
 
     command("stats", "Count sagas by status and by name; find the longest wait.")

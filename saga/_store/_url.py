@@ -2,16 +2,22 @@
 
 - ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``sqlite:///:memory:``
 - ``postgresql://user[:password]@host[:port]/database[?schema=saga&lease_seconds=10]``;
-  other query parameters (``sslmode``...) go to the driver as they are.
+  the store's own query parameters are ``schema`` (1 to 63 bytes),
+  ``lease_seconds`` (0.5 to 3600), ``claim_interval`` (0.05 to 3600 seconds) and
+  ``pool_size`` (2 to 1000); other query parameters (``sslmode``...) go to the driver as
+  they are.
 """
 
 from __future__ import annotations
 
+import math
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from saga._errors import StoreError
 from saga._store._base import Store
+from saga._validate import check_name
 
 __all__ = ["open_store"]
 
@@ -45,8 +51,50 @@ def open_store(url: str, **options: Any) -> Store:
     raise ValueError(f"unsupported store URL scheme {scheme!r} in {redact(url)!r}")
 
 
-# Query parameters of a PostgreSQL URL that are options of the store, not of the driver.
-_PG_OPTIONS = {"schema": str, "lease_seconds": float, "claim_interval": float, "pool_size": int}
+def _schema(text: str) -> str:
+    try:
+        check_name(text, "schema")  # not empty, no control characters, valid Unicode
+    except ValueError:
+        text = ""
+    if not 0 < len(text.encode()) <= 63:
+        raise ValueError("a PostgreSQL identifier: 1 to 63 bytes, no control characters")
+    return text
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:  # NaN and infinities too
+            raise ValueError(f"a number of seconds from {low:g} to {high:g}")
+        return value
+
+    return convert
+
+
+def _count(low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise ValueError(f"a whole number from {low} to {high}")
+        return value
+
+    return convert
+
+
+# Query parameters of a PostgreSQL URL that are options of the store, not of the driver,
+# with their conversion from text; a ValueError names what is expected.
+_PG_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "schema": _schema,
+    "lease_seconds": _seconds(0.5, 3600),
+    "claim_interval": _seconds(0.05, 3600),
+    "pool_size": _count(2, 1000),
+}
 
 
 def _postgres(url: str, options: dict[str, Any]) -> Store:
@@ -70,8 +118,10 @@ def _postgres(url: str, options: dict[str, Any]) -> Store:
             continue
         try:
             options[key] = convert(value)
-        except ValueError:
-            raise ValueError(f"PostgreSQL URL {shown!r}: bad {key}={value!r}") from None
+        except ValueError as error:
+            raise ValueError(
+                f"PostgreSQL URL {shown!r}: bad {key}={value!r}; expected {error}"
+            ) from None
     dsn = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(kept)))
     return PostgresStore(dsn, **options)
 
