@@ -82,6 +82,7 @@ class Core:
         self._decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {}
         self._actors: dict[str, Actor] = {}
         self._parked: dict[str, ErrorInfo] = {}
+        self._handed_back: set[str] = set()  # sagas this worker cannot run, left to others
         self._finished: dict[str, Finished] = {}
         self._all_stopped = anyio.Event()
         self.tg: anyio.abc.TaskGroup | None = None
@@ -114,8 +115,8 @@ class Core:
             The inbox mark `watch_inbox` starts from: recovery covered everything before it.
         """
         mark = await self.store.inbox_mark()
-        if self.store.shared:  # open sagas of dead workers become this one's to resume
-            while len(await self.store.claim_orphans()) == CLAIM_BATCH:
+        if self.store.shared:  # open sagas nobody runs become this one's to resume
+            while len(await self.claim_orphans()) == CLAIM_BATCH:
                 pass  # a full batch: there may be more
         mail = await self._pending_mail()
         requests = await self.store.pending_inbox(InboxKind.RESUME)
@@ -147,6 +148,22 @@ class Core:
         for item in requests:
             await take_request(self, item)
         return mark
+
+    async def claim_orphans(self) -> list[str]:
+        """Take over open sagas nobody runs, of the definitions this runtime has."""
+        return await self.store.claim_orphans(self.definitions, exclude=self._handed_back)
+
+    async def renew_lease(self, stale: int | None = None) -> None:
+        """Renew this worker's lease, or register again if it ran out.
+
+        ``stale`` is a fence a write was just refused under: if the store has moved on
+        from it already, there is nothing to do. On a new fence, the actors still writing
+        under the old one are told to stop; their sagas come back through the claims.
+        """
+        if stale is not None and self.store.fence != stale:
+            return
+        if not await self.store.keep_lease():
+            self.stop_stale_actors()
 
     async def _pending_mail(self) -> dict[str, list[InboxItem]]:
         """Every saga's pending events and aborts, oldest first: two reads for all sagas.
@@ -181,7 +198,13 @@ class Core:
         append = Append(
             saga_id, [(record.seq, encode_record(record))], index_row(progress, state), consumed
         )
-        if not await self.store.append_if(append, status=Status.FAILED.value):
+        fence = self.store.fence  # the resumed saga becomes this worker's (shared stores)
+        try:
+            resumed = await self.store.append_if(append, status=Status.FAILED.value)
+        except LeaseLost:  # paused past the lease: nothing written; again, on a new one
+            await self.renew_lease(stale=fence)
+            resumed = await self.store.append_if(append, status=Status.FAILED.value)
+        if not resumed:
             return False
         self.transitions += 1
         self.unpark(saga_id)
@@ -223,11 +246,14 @@ class Core:
         return sum(calls.errors for calls in self._observer_calls.values())
 
     def decode_state(self, saga: Saga[Any], state: bytes) -> Any:
-        """A fresh typed copy of an encoded state."""
+        """A fresh typed copy of an encoded state. Raises `CorruptLog` if it does not fit."""
         decoder = self._decoders.get(id(saga))
         if decoder is None:
             decoder = self._decoders[id(saga)] = msgspec.msgpack.Decoder(saga.state)
-        return decoder.decode(state)
+        try:
+            return decoder.decode(state)
+        except (msgspec.DecodeError, TypeError, RecursionError) as error:
+            raise CorruptLog(f"saved state does not fit {saga.state.__name__}: {error}") from None
 
     def info_of(self, progress: Progress, saga: Saga[Any] | None) -> SagaInfo:
         state = progress.state if saga is None else typed_state(progress.state, saga.state)
@@ -290,12 +316,35 @@ class Core:
 
     def unpark(self, saga_id: str) -> None:
         self._parked.pop(saga_id, None)
+        self._handed_back.discard(saga_id)
 
     def park(self, saga_id: str, error: BaseException) -> None:
+        """Leave a saga this runtime cannot run as it is, and say so to every reader.
+
+        The reason is stored with the saga (``saga list`` and ``show`` in any process
+        show it). On a shared store, a saga whose definition this worker lacks or has
+        otherwise is handed back for a worker that has it (and never claimed here again).
+        """
         info = ErrorInfo.from_exception(error, None)
-        self._parked[saga_id] = info
-        logger.warning("saga %r is parked and will not run: %s", saga_id, info)
+        release = self.store.shared and isinstance(error, DefinitionMismatch)
+        if release:
+            self._handed_back.add(saga_id)
+            self.timers.disarm(saga_id)
+            logger.warning("saga %r is handed back for a worker that can run it: %s",
+                           saga_id, info)  # fmt: skip
+        else:
+            self._parked[saga_id] = info
+            logger.warning("saga %r is parked and will not run: %s", saga_id, info)
         self._release(saga_id)
+        if self.tg is not None and not self.closing:
+            encoded = msgspec.msgpack.encode(info)
+            self.tg.start_soon(self._store_park, saga_id, encoded, release)
+
+    async def _store_park(self, saga_id: str, error: bytes, release: bool) -> None:
+        try:
+            await self.store.park(saga_id, error, release=release, fence=self.store.fence)
+        except Exception as problem:  # the saga stays parked here all the same
+            logger.warning("cannot record that saga %r is parked: %s", saga_id, problem)
 
     def saga_finished(self, saga_id: str, final: Callable[[], SagaInfo] | None = None) -> None:
         """The saga ended; ``final`` gives its `SagaInfo` to whoever waits for that."""
@@ -326,7 +375,7 @@ class Core:
         actor = self._actors.get(saga_id)
         if actor is not None:
             actor.mailbox.send_nowait(message)
-        elif saga_id not in self._parked and not self.closing:
+        elif self._may_run(saga_id):
             self.activate(saga_id)
 
     def finished_waiter(self, saga_id: str) -> Finished:
@@ -338,8 +387,11 @@ class Core:
 
     def take_over(self, saga_id: str) -> None:
         """Run a saga this worker just claimed (an actor under an old fence is replaced)."""
-        if saga_id not in self._parked and not self.closing:
+        if self._may_run(saga_id):
             self.activate(saga_id)
+
+    def _may_run(self, saga_id: str) -> bool:
+        return not (self.closing or saga_id in self._parked or saga_id in self._handed_back)
 
     def stop_stale_actors(self) -> None:
         """Tell every actor writing under a fence other than the store's to stop."""
@@ -352,13 +404,14 @@ class Core:
         """Whether an actor of this runtime runs the saga: it reports its end or its stop."""
         return saga_id in self._actors
 
-    def raise_if_parked(self, saga_id: str) -> None:
-        error = self._parked.get(saga_id)
-        if error is not None:
+    def raise_if_parked(self, info: SagaInfo) -> None:
+        """Raise why the saga is parked (by this runtime or, as its row says, another)."""
+        error = info.error
+        if info.parked and error is not None:
             cls = {"DefinitionMismatch": DefinitionMismatch, "CorruptLog": CorruptLog}.get(
                 error.type, SagaError
             )
-            raise cls(f"saga {saga_id!r} is parked: {error}")
+            raise cls(f"saga {info.saga_id!r} is parked: {error}")
 
     def definition(self, saga_or_name: Saga[Any] | str) -> Saga[Any]:
         if isinstance(saga_or_name, Saga):
@@ -378,6 +431,6 @@ class Core:
         if definition is not None:
             # A state saved by an incompatible type (that saga is parked) stays plain
             # rather than fail every get and list that includes it.
-            with contextlib.suppress(msgspec.DecodeError):  # garbage: reported just below
+            with contextlib.suppress(CorruptLog):  # garbage: reported just below
                 state = self.decode_state(definition, row.state)
         return info_from_row(row, state=state, error=self._parked.get(row.saga_id))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import anyio
 
 from saga._info import SagaInfo
+from saga._validate import check_seconds
 
 if TYPE_CHECKING:
     from saga._runtime import Runtime
@@ -29,14 +31,19 @@ class SagaHandle:
         """Wait until the saga is terminal and return its `SagaInfo`.
 
         Args:
-            timeout: seconds to wait at most (wall-clock), ``None`` for no limit.
+            timeout: seconds to wait at most (wall-clock), ``None`` (or ``math.inf``) for
+                no limit.
 
         Raises:
+            TypeError: a ``timeout`` that is not a number (a bool is not).
+            ValueError: a ``timeout`` that is negative or NaN.
             TimeoutError: the saga is not terminal after ``timeout`` seconds.
             UnknownSaga: no saga has this id.
             DefinitionMismatch: the saga's definition is not registered; it is parked.
             CorruptLog: the saga's log cannot be read; it is parked.
         """
+        if timeout is not None:
+            timeout = check_seconds(timeout, "timeout", high=math.inf)
         runtime = self._runtime
         core = runtime._core
         with anyio.fail_after(timeout):
@@ -47,7 +54,7 @@ class SagaHandle:
             while True:
                 if ask:
                     info = await runtime.get(self.saga_id)
-                    core.raise_if_parked(self.saga_id)
+                    core.raise_if_parked(info)
                     if info.status.terminal:
                         return info
                 if core.is_active(self.saga_id):

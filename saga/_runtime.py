@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
@@ -19,7 +20,7 @@ from saga._actor import Actor
 from saga._clock import Clock, SystemClock
 from saga._core import Core
 from saga._definition import Saga
-from saga._errors import SagaClosed, SagaExists, UnknownSaga
+from saga._errors import LeaseLost, SagaClosed, SagaExists, UnknownSaga
 from saga._export import SagaExport
 from saga._fold import Progress
 from saga._handle import SagaHandle
@@ -28,12 +29,22 @@ from saga._observer import Observer
 from saga._records import Kind, Record, decode_record, encode_payload, encode_record
 from saga._requests import encode_request
 from saga._store import InboxItem, InboxKind, SagaRow, SendResult, Store, open_store
-from saga._validate import check_name
+from saga._validate import (
+    MAX_BATCH,
+    MAX_PAYLOAD_BYTES,
+    check_choice,
+    check_int,
+    check_limit,
+    check_name,
+    check_seconds,
+)
 from saga._watch import keep_ownership, watch_inbox
 
 __all__ = ["Runtime"]
 
 logger = logging.getLogger("saga.runtime")
+
+_START_ATTEMPTS = 3  # a start refused for a lost lease is tried again under a new one
 
 
 class Runtime:
@@ -53,13 +64,18 @@ class Runtime:
         clock: the time source (default the system clock; ``saga.testing.FakeClock`` in tests).
         durability: ``"full"`` (default) or ``"normal"`` (SQLite ``synchronous=NORMAL``;
             PostgreSQL ``synchronous_commit=off``).
-        max_payload_bytes: the largest encoded state or event payload accepted.
-        max_recoveries: interrupted runs of one handler after which it counts as failed.
-        shutdown_grace: seconds handlers get to finish when the runtime exits.
-        max_batch: most writes committed in one transaction.
+        max_payload_bytes: the largest encoded state or event payload accepted, from 1
+            to 268,435,456 (256 MiB).
+        max_recoveries: interrupted runs of one handler after which it counts as failed
+            (an int >= 1).
+        shutdown_grace: seconds handlers get to finish when the runtime exits (>= 0;
+            ``math.inf`` waits for them however long they take).
+        max_batch: most writes committed in one transaction, from 1 to 100,000.
 
     Raises:
-        ValueError: two definitions with the same name and version, or a bad option.
+        ValueError: two definitions with the same name and version, or a bad option
+            (out of range, NaN, an unknown durability).
+        TypeError: an option of the wrong type (a bool is not a number here).
     """
 
     def __init__(
@@ -85,10 +101,11 @@ class Runtime:
                     f"two definitions of {definition.name!r} version {definition.version}"
                 )
             definitions[key] = definition
-        if not isinstance(max_payload_bytes, int) or max_payload_bytes < 1:
-            raise ValueError(f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}")
-        if not isinstance(max_recoveries, int) or max_recoveries < 1:
-            raise ValueError(f"max_recoveries must be a positive int, got {max_recoveries!r}")
+        check_int(max_payload_bytes, "max_payload_bytes", 1, MAX_PAYLOAD_BYTES)
+        check_int(max_recoveries, "max_recoveries", 1)
+        shutdown_grace = check_seconds(shutdown_grace, "shutdown_grace", high=math.inf)
+        check_int(max_batch, "max_batch", 1, MAX_BATCH)
+        check_choice(durability, "durability", ("full", "normal"))
         store = open_store(url, durability=durability, max_batch=max_batch)
         self.url = url
         self._core = Core(
@@ -196,19 +213,30 @@ class Runtime:
             annotations = await calls.on_start(saga_id, definition.name, definition.version)
             if annotations:
                 data["annotations"] = annotations
-        now = self._core.clock.now()
-        first = Record(seq=1, kind=Kind.SAGA_STARTED, at=now, step=None, data=data)
-        progress = Progress(first)
-        actor = Actor(self._core, saga_id, progress)
-        try:
-            # The first step's step_started goes into the start's commit: one commit, not two.
-            records = actor.begin(first, encoded)
-            row = index_row(progress, encoded)  # after the first step's start
-            bodies = [(r.seq, encode_record(r)) for r in records]
-            existing = await self._core.store.start(row, bodies)
-        except BaseException:
-            actor.discard()
-            raise
+        for attempt in range(_START_ATTEMPTS):
+            now = self._core.clock.now()
+            first = Record(seq=1, kind=Kind.SAGA_STARTED, at=now, step=None, data=data)
+            progress = Progress(first)
+            actor = Actor(self._core, saga_id, progress)
+            try:
+                # The first step's step_started goes into the start's commit: one commit.
+                records = actor.begin(first, encoded)
+                row = index_row(progress, encoded)  # after the first step's start
+                bodies = [(r.seq, encode_record(r)) for r in records]
+                existing = await self._core.store.start(row, bodies, fence=actor.fence)
+            except LeaseLost:
+                # This worker was paused or cut off past its lease: a saga created under it
+                # would belong to a worker the others may have given up for dead. Nothing
+                # was written; register again and start it under the new lease.
+                actor.discard()
+                if attempt + 1 == _START_ATTEMPTS:
+                    raise
+                await self._core.renew_lease(stale=actor.fence)
+                continue
+            except BaseException:
+                actor.discard()
+                raise
+            break
         if existing is not None:
             actor.discard()
             return self._existing(definition, existing)
@@ -351,14 +379,24 @@ class Runtime:
     async def list(
         self, *, status: Status | str | None = None, name: str | None = None, limit: int = 100
     ) -> list[SagaInfo]:
-        """Sagas, newest first, optionally of one status and/or definition name."""
+        """Sagas, newest first, optionally of one status and/or definition name.
+
+        Args:
+            status: only sagas with this status.
+            name: only sagas of this definition name.
+            limit: at most this many, from 1 to 100,000.
+
+        Raises:
+            TypeError / ValueError: an unknown status, a bad name, a bad limit.
+        """
         if status is not None:
             try:
                 status = Status(status)
             except ValueError:
                 raise ValueError(f"unknown status {status!r}") from None
-        if not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive int, got {limit!r}")
+        if name is not None:
+            check_name(name, "name")
+        check_limit(limit)
         rows = await self._core.store.sagas(
             status=None if status is None else status.value, name=name, limit=limit
         )
@@ -375,9 +413,18 @@ class Runtime:
     async def dead_letters(
         self, saga_id: str | None = None, *, limit: int = 100
     ) -> builtins.list[DeadLetter]:
-        """Events no step consumed before their saga ended, newest first, with the reason."""
+        """Events no step consumed before their saga ended, newest first, with the reason.
+
+        Args:
+            saga_id: only this saga's; every saga's when ``None``.
+            limit: at most this many, from 1 to 100,000.
+
+        Raises:
+            TypeError / ValueError: a bad ``saga_id`` or ``limit``.
+        """
         if saga_id is not None:
             check_name(saga_id, "saga_id")
+        check_limit(limit)
         rows = await self._core.store.dead_letters(saga_id, limit)
         return [DeadLetter.from_row(row) for row in rows]
 

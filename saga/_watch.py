@@ -80,11 +80,10 @@ async def keep_ownership(core: Core) -> None:
         try:
             if now - renewed >= store.renew_interval:
                 renewed = now
-                if not await store.keep_lease():
-                    core.stop_stale_actors()
+                await core.renew_lease()
             if now - claimed >= store.claim_interval:
                 claimed = now
-                for saga_id in await store.claim_orphans():
+                for saga_id in await core.claim_orphans():
                     core.take_over(saga_id)
         except StoreError as error:  # the database may be back next tick
             logger.warning("cannot keep this worker's lease and claims: %s", error)

@@ -324,9 +324,9 @@ async def test_start_commits_the_first_step_started_with_saga_started() -> None:
         store = runtime.store
         start, append = store.start, store.append
 
-        async def counted_start(row: Any, records: list[tuple[int, bytes]]) -> Any:
+        async def counted_start(row: Any, records: list[tuple[int, bytes]], **kw: Any) -> Any:
             writes.append(("start", [seq for seq, _ in records]))
-            return await start(row, records)
+            return await start(row, records, **kw)
 
         async def counted_append(a: Any) -> None:
             writes.append(("append", [seq for seq, _ in a.records]))

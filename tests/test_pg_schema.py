@@ -207,7 +207,8 @@ async def test_read_access_cannot_write_and_client_access_may_only_send(schema: 
                     Append("s1", records("s1", 2, 2), row("s1", seq=2)), status="WAITING"
                 ),
                 store.keep_lease,
-                store.claim_orphans,
+                lambda: store.claim_orphans([("trip", 1)]),
+                lambda: store.park("s1", b"", release=True, fence=None),
             ]
 
         send = [lambda: reader.send("s1", "e0", kind="event", name="paid", key=None,

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import asyncpg
 import pytest
 from _pg import PG_URL, query
 from store_contract import T0, StoreContract, body, records, row
@@ -67,6 +68,9 @@ async def worker(schema: str, **options: Any) -> AsyncIterator[PostgresStore]:
         await store.close()
 
 
+TRIP = [("trip", 1)]  # the definitions the claiming workers have
+
+
 async def start(store: PostgresStore, saga_id: str, **fields: Any) -> None:
     assert await store.start(row(saga_id, **fields), [(1, body(saga_id, 1))]) is None
 
@@ -87,7 +91,7 @@ async def test_an_expired_lease_fences_its_worker_off(schema: str) -> None:
         await start(a, "s2", status="WAITING")
         await start(a, "done", status="COMPLETED", step=None)
         await a.append(step("s1", 2))
-        assert await b.claim_orphans() == []  # a is alive
+        assert await b.claim_orphans(TRIP) == []  # a is alive
         first = a.fence
 
         await expire(schema, first)
@@ -96,8 +100,8 @@ async def test_an_expired_lease_fences_its_worker_off(schema: str) -> None:
         assert await a.log("s1") == [body("s1", 1), body("s1", 2)]
         assert await a.saga("s1") == row("s1", seq=2)
 
-        assert sorted(await b.claim_orphans()) == ["s1", "s2"]  # not the terminal one
-        assert await b.claim_orphans() == []
+        assert sorted(await b.claim_orphans(TRIP)) == ["s1", "s2"]  # not the terminal one
+        assert await b.claim_orphans(TRIP) == []
         assert await owners(schema) == {"s1": b.fence, "s2": b.fence, "done": first}
         await b.append(step("s1", 3))
 
@@ -128,7 +132,7 @@ async def test_racing_claimers_take_each_orphan_exactly_once(schema: str) -> Non
             claimed: dict[int | None, list[str]] = {b.fence: [], c.fence: []}
 
             async def claim_all(store: PostgresStore) -> None:
-                while batch := await store.claim_orphans(limit=2):
+                while batch := await store.claim_orphans(TRIP, limit=2):
                     claimed[store.fence].extend(batch)
 
             async with anyio.create_task_group() as tg:
@@ -141,7 +145,7 @@ async def test_racing_claimers_take_each_orphan_exactly_once(schema: str) -> Non
                 **{saga_id: b.fence for saga_id in claimed[b.fence]},
                 **{saga_id: c.fence for saga_id in claimed[c.fence]},
             }
-            assert await b.claim_orphans() == await c.claim_orphans() == []
+            assert await b.claim_orphans(TRIP) == await c.claim_orphans(TRIP) == []
             drained = await query(schema, "SELECT drained FROM saga_workers WHERE fence = $1",
                                   dead.fence)  # fmt: skip
             assert drained[0][0] is True
@@ -166,9 +170,9 @@ async def test_a_clean_close_hands_the_open_sagas_over_at_once(schema: str) -> N
             await start(a, "s1")
             await start(a, "s2", status="WAITING")
             await start(a, "done", status="FAILED", step=None)
-            assert await b.claim_orphans() == []
+            assert await b.claim_orphans(TRIP) == []
         began = time.monotonic()
-        assert sorted(await b.claim_orphans()) == ["s1", "s2"]
+        assert sorted(await b.claim_orphans(TRIP)) == ["s1", "s2"]
         assert time.monotonic() - began < 5
         await b.append(step("s1", 2))
         assert await b.log("s1") == [body("s1", 1), body("s1", 2)]
@@ -239,6 +243,134 @@ async def test_due_and_recovery_see_only_the_sagas_a_worker_owns(schema: str) ->
         assert [saga_id async for saga_id, _ in b.active_logs()] == ["b1"]
 
         await expire(schema, a.fence)
-        assert sorted(await b.claim_orphans()) == ["a1", "a2"]
+        assert sorted(await b.claim_orphans(TRIP)) == ["a1", "a2"]
         assert sorted(await b.due(T0 + 30)) == [("a1", T0 + 10), ("b1", T0 + 20)]
         assert await a.due(T0 + 100) == []
+
+
+# -- who may own a saga ----------------------------------------------------------------------
+
+
+async def test_a_start_under_a_lease_that_ran_out_writes_nothing(schema: str) -> None:
+    async with worker(schema) as a, worker(schema) as b:
+        await start(a, "s1")
+        stale = a.fence
+        await expire(schema, stale)
+        assert await b.claim_orphans(TRIP) == ["s1"]  # and a's fence is drained
+        [(drained,)] = await query(
+            schema, "SELECT drained FROM saga_workers WHERE fence = $1", stale
+        )
+        assert drained is True
+
+        with pytest.raises(LeaseLost):
+            await a.start(row("late"), [(1, body("late", 1))])
+        with pytest.raises(LeaseLost):  # an explicit fence is checked the same way
+            await b.start(row("late"), [(1, body("late", 1))], fence=stale)
+        assert await a.saga("late") is None
+        assert await a.log("late") == []
+
+        assert await a.keep_lease() is False  # registers again under a new fence
+        assert await a.start(row("late"), [(1, body("late", 1))]) is None
+        assert (await owners(schema))["late"] == a.fence != stale
+
+
+async def test_a_claimer_never_drains_a_worker_whose_write_is_in_flight(schema: str) -> None:
+    """A worker paused inside its commit, past its lease: its share lock on its own worker
+    row keeps claimers from counting it drained until what it wrote is visible to them."""
+    async with worker(schema) as a, worker(schema) as b:
+        conn = await asyncpg.connect(PG_URL, server_settings={"search_path": f'"{schema}"'})
+        try:
+            tx = conn.transaction()
+            await tx.start()
+            # What a's batch does first: lock its own worker row, lease checked live.
+            live = await conn.fetchval(
+                "SELECT fence FROM saga_workers WHERE fence = $1 "
+                "AND expires_at > clock_timestamp() FOR KEY SHARE",
+                a.fence,
+            )
+            assert live == a.fence
+            await expire(schema, a.fence)  # ... and then it is paused past its lease
+            assert await b.claim_orphans(TRIP) == []  # a is passed by, not drained
+            [(drained,)] = await query(
+                schema, "SELECT drained FROM saga_workers WHERE fence = $1", a.fence
+            )
+            assert drained is False
+            await conn.execute(
+                "INSERT INTO sagas (saga_id, name, version, status, step, created_at, "
+                "updated_at, seq, state, owner) VALUES ('paused', 'trip', 1, 'RUNNING', "
+                "'Reserve', 0, 0, 1, '\\x80'::bytea, $1)",
+                a.fence,
+            )
+            await tx.commit()
+        finally:
+            await conn.close()
+        assert await b.claim_orphans(TRIP) == ["paused"]  # not lost: taken over
+
+
+async def test_two_workers_starting_one_id_at_once_make_one_saga(
+    schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with worker(schema) as a, worker(schema) as b:
+        for n in range(20):
+            saga_id = f"twin-{n}"
+            results: list[Any] = []
+
+            async def start_on(
+                store: PostgresStore, saga_id: str = saga_id, results: list[Any] = results
+            ) -> None:
+                results.append(await store.start(row(saga_id), [(1, body(saga_id, 1))]))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(start_on, a)
+                tg.start_soon(start_on, b)
+            assert sorted(results, key=lambda r: r is not None) == [None, row(saga_id)]
+            assert await a.log(saga_id) == [body(saga_id, 1)]
+    assert not [r for r in caplog.records if "failed" in r.getMessage()]
+
+
+async def test_claims_take_only_the_definitions_a_worker_has(schema: str) -> None:
+    async with worker(schema) as a, worker(schema) as v2_only, worker(schema) as both:
+        await start(a, "old-1", name="order", version=1)
+        await start(a, "old-2", name="order", version=1, status="WAITING")
+        await start(a, "new-1", name="order", version=2)
+        await expire(schema, a.fence)
+        v1, v2 = ("order", 1), ("order", 2)
+
+        assert await v2_only.claim_orphans([v2]) == ["new-1"]
+        assert await v2_only.claim_orphans([v2]) == []
+        [(drained,)] = await query(
+            schema, "SELECT drained FROM saga_workers WHERE fence = $1", a.fence
+        )
+        assert drained is False  # its v1 sagas still wait for a worker that has v1
+        assert await owners(schema) == {"old-1": a.fence, "old-2": a.fence,
+                                        "new-1": v2_only.fence}  # fmt: skip
+        assert sorted(await both.claim_orphans([v1, v2])) == ["old-1", "old-2"]
+        assert await both.claim_orphans([v1, v2]) == []
+        [(drained,)] = await query(
+            schema, "SELECT drained FROM saga_workers WHERE fence = $1", a.fence
+        )
+        assert drained is True
+        assert await a.claim_orphans([v1, v2]) == []  # a's own lease is gone: no claims
+
+
+async def test_a_parked_saga_handed_back_goes_to_a_worker_that_can_run_it(schema: str) -> None:
+    async with worker(schema) as a, worker(schema) as b:
+        await start(a, "s1", status="WAITING")
+        await start(a, "s2", status="WAITING")
+        await start(b, "theirs", status="WAITING")
+        why = b"\x83\xa4type\xb2DefinitionMismatch\xa7message\xa3why\xa4step\xc0"
+
+        await a.park("s1", why, release=True, fence=a.fence)
+        await a.park("s2", why, release=False, fence=a.fence)
+        await a.park("theirs", why, release=True, fence=a.fence)  # not a's: nothing
+        assert await owners(schema) == {"s1": None, "s2": a.fence, "theirs": b.fence}
+        assert (await a.saga("s1")).parked == why  # type: ignore[union-attr]
+        assert (await a.saga("s2")).parked == why  # type: ignore[union-attr]
+        assert (await a.saga("theirs")).parked is None  # type: ignore[union-attr]
+
+        assert await b.claim_orphans(TRIP, exclude=["s1"]) == []
+        assert await b.claim_orphans([("other", 1)]) == []
+        assert await b.claim_orphans(TRIP) == ["s1"]
+        assert (await b.saga("s1")).parked is None  # type: ignore[union-attr]
+        await a.append(step("s2", 2))  # the saga moved again: no longer parked
+        assert (await a.saga("s2")).parked is None  # type: ignore[union-attr]

@@ -21,6 +21,7 @@ import saga
 from saga import NotASagaStore, StoreError
 from saga._store import Append, SendResult, Store
 from saga._store._sqlite import SQLiteStore
+from saga._store._sqlite_schema import SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
 
@@ -133,7 +134,7 @@ async def test_a_new_file_gets_the_schema_marker_and_version(tmp_path: Path) -> 
     store = SQLiteStore(str(path))
     await store.open()
     await store.close()
-    assert _meta(path) == {"format": "saga-store", "schema_version": "2"}
+    assert _meta(path) == {"format": "saga-store", "schema_version": str(SCHEMA_VERSION)}
 
 
 async def test_reopening_a_store_keeps_everything(tmp_path: Path) -> None:
@@ -172,7 +173,7 @@ async def test_reopening_a_store_keeps_everything(tmp_path: Path) -> None:
         assert result is SendResult.DUPLICATE
     finally:
         await store.close()
-    assert _meta(Path(path)) == {"format": "saga-store", "schema_version": "2"}
+    assert _meta(Path(path)) == {"format": "saga-store", "schema_version": str(SCHEMA_VERSION)}
 
 
 async def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
@@ -189,7 +190,9 @@ async def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
     assert _meta(path)["schema_version"] == "99"  # left as it was
 
     with sqlite3.connect(path) as conn:  # the refusal released the file
-        conn.execute("UPDATE saga_meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute(
+            "UPDATE saga_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
     store = SQLiteStore(str(path))
     await store.open()
     await store.close()

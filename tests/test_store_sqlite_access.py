@@ -14,6 +14,7 @@ from store_contract import T0, body, records, row
 from saga import NotASagaStore, StoreError
 from saga._store import Append, SendResult, open_store
 from saga._store._sqlite import SQLiteStore
+from saga._store._sqlite_schema import SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
 
@@ -29,6 +30,7 @@ def _schema_1(path: Path) -> None:
     """Turn a store file into what saga wrote before inbox entries had an origin."""
     with sqlite3.connect(path) as conn:
         conn.execute("ALTER TABLE saga_inbox DROP COLUMN origin")
+        conn.execute("ALTER TABLE sagas DROP COLUMN parked")
         conn.execute("UPDATE saga_meta SET value = '1' WHERE key = 'schema_version'")
 
 
@@ -165,16 +167,18 @@ async def test_a_schema_1_file_is_readable_and_upgraded_by_its_owner(tmp_path: P
     reader = SQLiteStore(str(path), access="read")
     await reader.open()
     assert [i.event_id for i in await reader.inbox("s1")] == ["old-event"]
+    assert [r.saga_id for r in await reader.sagas(status=None, name=None, limit=5)] == ["s1"]
+    assert (await reader.saga("s1")).parked is None  # type: ignore[union-attr]
     await reader.close()
     with pytest.raises(StoreError, match="older saga"):  # a request nobody would act on
         await SQLiteStore(str(path), access="client").open()
 
     owner = SQLiteStore(str(path))
-    await owner.open()  # upgrades to schema 2, keeping everything
+    await owner.open()  # upgrades to the current schema, keeping everything
     try:
         with sqlite3.connect(path) as conn:
             meta = dict(conn.execute("SELECT key, value FROM saga_meta").fetchall())
-        assert meta["schema_version"] == "2"
+        assert meta["schema_version"] == str(SCHEMA_VERSION)
         assert [i.event_id for i in await owner.inbox("s1")] == ["old-event"]
         mark = await owner.inbox_mark()
         client = SQLiteStore(str(path), access="client")

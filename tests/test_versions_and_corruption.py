@@ -6,6 +6,7 @@ runtime carries on with every other saga.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
+from _cli import run as run_cli
 from _pg import query, temporary_schema, url_for
 
 import saga
@@ -347,3 +349,62 @@ async def test_a_corrupt_index_row_is_a_clear_error_and_the_log_stays_readable(
             await rt.get("a-victim")
         assert await rt.history("a-victim") == before  # the log itself is intact
         assert (await rt.get("b-other")).status is saga.Status.WAITING
+
+
+async def parked_in_store(url: str, saga_id: str) -> saga.SagaInfo:
+    """What a reader of the store (not the runtime that parked it) sees of ``saga_id``."""
+    with anyio.fail_after(5):
+        while True:
+            info = await cli_info(url, saga_id)
+            if info["parked"]:
+                return info  # type: ignore[no-any-return]
+            await anyio.sleep(0.02)
+
+
+async def cli_info(url: str, saga_id: str) -> dict[str, Any]:
+    result = await anyio.to_thread.run_sync(
+        lambda: run_cli("show", saga_id, "--json", extra_env={"SAGA_DB": url})
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["saga"]  # type: ignore[no-any-return]
+
+
+async def test_every_reader_sees_a_parked_saga_as_parked_with_its_error(tmp_path: Path) -> None:
+    await parked_for_every_reader(f"sqlite:///{tmp_path / 'orders.db'}")
+
+
+async def test_a_worker_hands_back_a_saga_it_cannot_run_and_says_why(schema: str) -> None:
+    await parked_for_every_reader(url_for(schema, lease_seconds=1))
+
+
+async def parked_for_every_reader(url: str) -> None:
+    await two_waiting_sagas(url)
+    steps_differ = MISMATCHES["steps-differ"]
+    async with saga.Runtime(url, sagas=[*steps_differ, other]) as rt:
+        with pytest.raises(saga.DefinitionMismatch):
+            await rt.handle("a-victim").result(timeout=5)
+        seen = await parked_in_store(url, "a-victim")
+        assert seen["status"] == "WAITING"
+        assert seen["error"]["type"] == "DefinitionMismatch"
+        listed = await anyio.to_thread.run_sync(
+            lambda: run_cli("list", extra_env={"SAGA_DB": url, "COLUMNS": "120"})
+        )
+        line = next(x for x in listed.stdout.splitlines() if x.startswith("a-victim"))
+        assert "WAITING (parked)" in line
+        shown = await anyio.to_thread.run_sync(
+            lambda: run_cli("show", "a-victim", extra_env={"SAGA_DB": url, "COLUMNS": "120"})
+        )
+        assert "WAITING (parked)" in shown.stdout
+        assert "DefinitionMismatch" in shown.stdout
+        assert not (await cli_info(url, "b-other"))["parked"]
+    # It stays parked in the store while no runtime can run it ...
+    assert (await cli_info(url, "a-victim"))["parked"]
+    # ... and a runtime with the right definition runs it, and nobody sees it parked.
+    async with saga.Runtime(url, sagas=[order_v1, other]) as rt:
+        with anyio.fail_after(5):
+            while (await rt.get("a-victim")).parked:  # noqa: ASYNC110 - a claim on PostgreSQL
+                await anyio.sleep(0.02)
+        await rt.send("a-victim", "go", 100)
+        done = await rt.handle("a-victim").result(timeout=5)
+        assert (done.status, done.parked, done.error) == (saga.Status.COMPLETED, False, None)
+    assert not (await cli_info(url, "a-victim"))["parked"]

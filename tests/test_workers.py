@@ -6,11 +6,8 @@ log proves that no saga was ever written by an old owner after a new one took it
 from __future__ import annotations
 
 import collections
-import os
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import anyio
 import asyncpg
 import pytest
 from _pg import PG_URL, url_for
+from _processes import Process
 
 from saga._records import decode_record
 from saga._store._postgres import PostgresStore
@@ -28,51 +26,6 @@ WORKER = Path(__file__).with_name("_pg_worker.py")
 LEASE = 2.0
 PER_WORKER = 334  # 1,002 sagas in all
 TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
-
-
-class Worker:
-    """One worker process, its output read by a thread."""
-
-    def __init__(self, url: str, index: int) -> None:
-        argv = [sys.executable, str(WORKER), url, str(index), str(PER_WORKER)]
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        self.lines: list[str] = []
-        self.errors: list[str] = []
-        self._threads = [
-            threading.Thread(target=self._drain, args=(self.proc.stdout, self.lines)),
-            threading.Thread(target=self._drain, args=(self.proc.stderr, self.errors)),
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    @staticmethod
-    def _drain(stream: object, into: list[str]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            into.append(line.rstrip("\n"))
-
-    def wait_for(self, prefix: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(line.startswith(prefix) for line in self.lines):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"worker never printed {prefix!r}; stderr:\n" + "\n".join(self.errors[-30:])
-                )
-            time.sleep(0.02)
-
-    def signal(self, signum: int) -> None:
-        os.kill(self.proc.pid, signum)
-
-    def finish(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=30)
-        for thread in self._threads:
-            thread.join(timeout=30)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 async def send_payments(url_schema: str, numbers: range) -> dict[str, str]:
@@ -146,7 +99,7 @@ async def all_terminal(schema: str) -> bool:
 
 def test_three_workers_survive_a_kill_and_a_pause_past_the_lease(schema: str) -> None:
     url = url_for(schema, lease_seconds=LEASE)
-    workers = [Worker(url, i) for i in range(3)]
+    workers = [Process([str(WORKER), url, str(i), str(PER_WORKER)]) for i in range(3)]
     try:
         for worker in workers:
             worker.wait_for("STARTED")

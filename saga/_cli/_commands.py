@@ -23,6 +23,7 @@ from saga._fold import Progress
 from saga._info import ErrorInfo, SagaInfo, Status, info_from_row
 from saga._records import Record, decode_payload, decode_record
 from saga._store import InboxItem, SagaRow, Store
+from saga._validate import MAX_LIMIT
 
 __all__ = ["READERS", "Output", "info_of_row", "read_log"]
 
@@ -68,6 +69,11 @@ def _item(item: InboxItem) -> dict[str, Any]:
             "payload": decode_payload(item.payload), "sent_at": item.sent_at}  # fmt: skip
 
 
+def _status(info: SagaInfo) -> str:
+    """The status column: a saga no runtime could run says so (its error says why)."""
+    return f"{info.status.value} (parked)" if info.parked else info.status.value
+
+
 # -- list -------------------------------------------------------------------------------------
 
 
@@ -79,12 +85,16 @@ async def list_sagas(store: Store, args: argparse.Namespace) -> Output:
     if not infos:
         return Output([], ["no sagas" + (" match" if status or args.name else "")])
     now = time.time()
-    cells = [[i.saga_id, i.name, str(i.version), i.status.value, i.step or "-",
+    cells = [[i.saga_id, i.name, str(i.version), _status(i), i.step or "-",
               ago(i.updated_at, now)] for i in infos]  # fmt: skip
     text = table(["ID", "NAME", "V", "STATUS", "STEP", "UPDATED"], cells, right=[2],
                  shrink=[0, 1, 4])  # fmt: skip
     count = f"{len(infos)} saga{'s' if len(infos) != 1 else ''}, newest first"
-    text.append(count + (f"; more with --limit {args.limit * 2}" if more else ""))
+    if more and args.limit < MAX_LIMIT:
+        count += f"; more with --limit {min(args.limit * 2, MAX_LIMIT)}"
+    elif more:
+        count += "; more exist: narrow with --status or --name"
+    text.append(count)
     return Output([plain(i) for i in infos], text)
 
 
@@ -112,7 +122,7 @@ async def show(store: Store, args: argparse.Namespace) -> Output:
     data = {"saga": plain(info), "waiting": wait_data, "pending": [_item(i) for i in pending],
             "dead_letters": len(dead), "problem": problem, "timeline": plain(timeline)}  # fmt: skip
 
-    pairs = [("status", info.status.value), ("step", info.step or "-")]
+    pairs = [("status", _status(info)), ("step", info.step or "-")]
     if wait_text:
         pairs.append(("waiting", wait_text))
     if retry_text:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import enum
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
 import anyio
@@ -43,9 +43,11 @@ class SagaRow(msgspec.Struct):
     state: bytes
     error: bytes | None = None
     annotations: bytes | None = None
+    parked: bytes | None = None  # why a runtime could not run it (an `ErrorInfo`); not folded
 
 
 ROW_COLUMNS = ", ".join(SagaRow.__struct_fields__)  # every store's column order for a row
+ROW_MARKS = ",".join("?" * len(SagaRow.__struct_fields__))  # a row's SQLite placeholders
 
 
 def saga_row(values: Sequence[Any]) -> SagaRow:
@@ -169,9 +171,27 @@ class Store(abc.ABC):
         """Renew this runtime's lease; ``False`` if it had expired (a new fence now)."""
         return True
 
-    async def claim_orphans(self, limit: int = CLAIM_BATCH) -> list[str]:
-        """Take over up to ``limit`` open sagas of runtimes whose lease expired; their ids."""
+    async def claim_orphans(
+        self,
+        runnable: Collection[tuple[str, int]],
+        *,
+        exclude: Collection[str] = (),
+        limit: int = CLAIM_BATCH,
+    ) -> list[str]:
+        """Take over up to ``limit`` open sagas nobody runs; their ids.
+
+        Those are the sagas of runtimes whose lease expired and those handed back
+        (`park` with ``release``), of the definitions ``runnable`` names (``(name,
+        version)``), except the ids in ``exclude``: a runtime owns only what it can run.
+        """
         return []
+
+    @abc.abstractmethod
+    async def park(self, saga_id: str, error: bytes, *, release: bool, fence: int | None) -> None:
+        """Record why a runtime could not run the saga (shown by every reader until the
+        saga moves again). ``release`` hands the saga back for a runtime that can run it
+        (shared stores; only if ``fence`` still owns it). Best effort: never raises
+        `LeaseLost`, and does nothing to a saga another runtime owns."""
 
     async def wait_for_foreign(self, timeout: float) -> None:
         """Wait until another process may have written to this runtime's inbox (at most
@@ -189,8 +209,14 @@ class Store(abc.ABC):
     # -- writes -------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def start(self, row: SagaRow, records: list[tuple[int, bytes]]) -> SagaRow | None:
+    async def start(
+        self, row: SagaRow, records: list[tuple[int, bytes]], *, fence: int | None = None
+    ) -> SagaRow | None:
         """Create a saga with its first records (``(seq, body)`` from seq 1), atomically.
+
+        On a shared store the saga is owned by ``fence``, which must hold a live lease in
+        the same transaction (else `LeaseLost`, and nothing is written): a saga is never
+        created under a lease that another runtime may already have given up for dead.
 
         Returns ``None``, or the existing row (and writes nothing) if the id is taken.
         """

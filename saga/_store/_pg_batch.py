@@ -18,13 +18,37 @@ from typing import Any
 import asyncpg
 
 from saga._store._base import ROW_COLUMNS, InboxKind, SagaRow, row_params, saga_row
-from saga._store._plan import AppendOp, SendOp, checked_ids, plan_batch
+from saga._store._plan import AppendOp, SendOp, StartOp, checked_ids, plan_batch
 from saga._store._writer import Op
 
 __all__ = ["NOTIFY_CHANNEL", "apply_batch"]
 
 NOTIFY_CHANNEL = "saga_inbox"
-_ROW_COLUMNS_S = ", ".join("s." + c.strip() for c in ROW_COLUMNS.split(","))
+_OWNER = len(SagaRow.__struct_fields__)  # the owner's position after a row's columns
+_INDEXED = SagaRow.__struct_fields__.index("parked")  # the columns an append rewrites
+_ROW_PARAMS = ",".join(f"${i}" for i in range(1, _OWNER + 2))  # a row's, then its owner
+
+
+async def _lock_live_fences(conn: asyncpg.Connection, batch: Sequence[Op[Any]]) -> set[int]:
+    """The fences of the batch's writes whose lease holds, their worker rows share-locked.
+
+    The lock (``FOR KEY SHARE``) lets leases be renewed meanwhile but keeps a claimer
+    (``FOR UPDATE``) from declaring one of these workers dead and drained until this
+    commit is visible to it: a saga this batch creates or takes over under a fence is
+    then always seen by whoever takes that fence's sagas over.
+    """
+    fences = sorted(
+        {op.append.fence for op in batch if isinstance(op, AppendOp) and op.append.fence}
+        | {op.fence for op in batch if isinstance(op, StartOp) and op.fence}
+    )
+    if not fences:
+        return set()
+    rows = await conn.fetch(
+        "SELECT fence FROM saga_workers WHERE fence = ANY($1::bigint[]) "
+        "AND expires_at > clock_timestamp() ORDER BY fence FOR KEY SHARE",
+        fences,
+    )
+    return {r[0] for r in rows}
 
 
 async def apply_batch(
@@ -32,23 +56,30 @@ async def apply_batch(
 ) -> list[tuple[Op[Any], Any]]:
     """Decide and write ``batch`` in one transaction; return each operation's result."""
     async with conn.transaction():
+        starts = sorted({op.row.saga_id for op in batch if isinstance(op, StartOp)})
+        if starts:
+            # Another worker may be starting one of these ids right now, and its row is not
+            # there to be locked yet: serialise starts of one id, so that the second finds
+            # the first's saga (an idempotent start), never a unique-key failure.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT "
+                "hashtextextended('saga-start:' || id, 0) AS k "
+                "FROM unnest($1::text[]) AS id ORDER BY k) AS keys",
+                starts,
+            )
         known: dict[str, SagaRow] = {}
         owners: dict[str, int | None] = {}
         ids = checked_ids(batch, every_append=True)
-        live: set[int] = set()
-        if ids:  # the rows, locked, and whether each owner's lease still holds
+        if ids:  # the rows, locked, with their owners
             rows = await conn.fetch(
-                f"SELECT {_ROW_COLUMNS_S}, s.owner, w.fence IS NOT NULL FROM sagas s "
-                "LEFT JOIN saga_workers w ON w.fence = s.owner "
-                "AND w.expires_at > clock_timestamp() "
-                "WHERE s.saga_id = ANY($1::text[]) ORDER BY s.saga_id FOR UPDATE OF s",
+                f"SELECT {ROW_COLUMNS}, owner FROM sagas WHERE saga_id = ANY($1::text[]) "
+                "ORDER BY saga_id FOR UPDATE",
                 ids,
             )
             for r in rows:
                 known[r[0]] = saga_row(r)
-                owners[r[0]] = r[12]
-                if r[13]:
-                    live.add(r[12])
+                owners[r[0]] = r[_OWNER]
+        live = await _lock_live_fences(conn, batch)
         event_ids = sorted({op.event_id for op in batch if isinstance(op, SendOp)})
         seen: set[tuple[str, str]] = set()
         if event_ids:
@@ -57,26 +88,12 @@ async def apply_batch(
                 event_ids,
             )
             seen = {(r[0], r[1]) for r in rows}
-        # Fences that own nothing in this batch yet: a resume takes its saga over.
-        others = {
-            op.append.fence
-            for op in batch
-            if isinstance(op, AppendOp) and op.append.fence and op.append.fence not in live
-        }
-        if others:
-            rows = await conn.fetch(
-                "SELECT fence FROM saga_workers WHERE fence = ANY($1::bigint[]) "
-                "AND expires_at > clock_timestamp()",
-                sorted(others),
-            )
-            live.update(r[0] for r in rows)
 
         plan = plan_batch(batch, known, seen, origin, owners=owners, live_fences=live, fence=fence)
         if plan.new_sagas:
             await conn.executemany(
-                f"INSERT INTO sagas ({ROW_COLUMNS}, owner) "
-                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
-                [(*row_params(r), fence) for r in plan.new_sagas],
+                f"INSERT INTO sagas ({ROW_COLUMNS}, owner) VALUES ({_ROW_PARAMS})",
+                [(*row_params(r), owner) for r, owner in plan.new_sagas],
             )
         if plan.inbox_rows:
             await conn.executemany(
@@ -89,6 +106,12 @@ async def apply_batch(
             await _write_log_and_index(conn, plan.log_rows, plan.index_rows)
         if plan.owners:
             await conn.executemany("UPDATE sagas SET owner = $2 WHERE saga_id = $1", plan.owners)
+        if plan.parked:
+            await conn.executemany(
+                "UPDATE sagas SET parked = $2, "
+                "owner = CASE WHEN $3 THEN NULL ELSE owner END WHERE saga_id = $1",
+                plan.parked,
+            )
         if plan.consumed:
             await conn.executemany(
                 "UPDATE saga_inbox SET status = 1 "
@@ -120,16 +143,19 @@ async def _write_log_and_index(
     """The batch's log rows and index rows in one statement (two data-modifying parts over
     arrays: one round trip, whatever the batch size)."""
     latest = {row.saga_id: row for row in index_rows}  # a saga appended twice: its last row
-    columns: list[tuple[Any, ...]] = list(zip(*map(row_params, latest.values()), strict=True))
+    # Every column but ``parked``, which a saga that moves again no longer is.
+    params = [row_params(row)[:_INDEXED] for row in latest.values()]
+    columns: list[tuple[Any, ...]] = list(zip(*params, strict=True))
     log_columns: list[tuple[Any, ...]] = list(zip(*log_rows, strict=True))
-    columns = columns or [()] * 12  # no index rows (only starts): empty arrays
+    columns = columns or [()] * _INDEXED  # no index rows (only starts): empty arrays
     log_columns = log_columns or [()] * 4
     await conn.execute(
         "WITH logged AS (INSERT INTO saga_log (saga_id, seq, body, fence) "
         "SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[], $4::bigint[])) "
         "UPDATE sagas s SET name = u.name, version = u.version, status = u.status, "
         "step = u.step, created_at = u.created_at, updated_at = u.updated_at, seq = u.seq, "
-        "wake_at = u.wake_at, state = u.state, error = u.error, annotations = u.annotations "
+        "wake_at = u.wake_at, state = u.state, error = u.error, annotations = u.annotations, "
+        "parked = NULL "
         "FROM unnest($5::text[], $6::text[], $7::int[], $8::text[], $9::text[], "
         "$10::float8[], $11::float8[], $12::int[], $13::float8[], $14::bytea[], $15::bytea[], "
         "$16::bytea[]) AS u(saga_id, name, version, status, step, created_at, updated_at, "

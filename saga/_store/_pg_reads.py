@@ -35,6 +35,7 @@ class PostgresReads:
     _pool: asyncpg.Pool | None
     origin: str
     fence: int | None
+    _row_columns: str = ROW_COLUMNS  # an older schema's reader reads missing columns as NULL
     _recent: dict[int, int]  # inbox ids foreign_inbox returned whose tx may show up again
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -46,12 +47,14 @@ class PostgresReads:
             raise StoreError(f"read failed: {error}") from error
 
     async def saga(self, saga_id: str) -> SagaRow | None:
-        rows = await self._fetch(f"SELECT {ROW_COLUMNS} FROM sagas WHERE saga_id = $1", saga_id)
+        rows = await self._fetch(
+            f"SELECT {self._row_columns} FROM sagas WHERE saga_id = $1", saga_id
+        )
         return saga_row(rows[0]) if rows else None
 
     async def sagas(self, *, status: str | None, name: str | None, limit: int) -> list[SagaRow]:
         sql = (
-            f"SELECT {ROW_COLUMNS} FROM sagas WHERE ($1::text IS NULL OR status = $1) "
+            f"SELECT {self._row_columns} FROM sagas WHERE ($1::text IS NULL OR status = $1) "
             "AND ($2::text IS NULL OR name = $2) ORDER BY created_at DESC, ord DESC LIMIT $3"
         )
         return [saga_row(r) for r in await self._fetch(sql, status, name, limit)]
@@ -140,7 +143,7 @@ class PostgresReads:
             "SELECT name, status, count(*) FROM sagas GROUP BY name, status ORDER BY name, status"
         )
         oldest = await self._fetch(
-            f"SELECT {ROW_COLUMNS} FROM sagas WHERE status = 'WAITING' "
+            f"SELECT {self._row_columns} FROM sagas WHERE status = 'WAITING' "
             "ORDER BY updated_at, ord LIMIT 1"
         )
         return StoreStats(

@@ -15,7 +15,7 @@ from saga._store._meta import MARKER, schema_version
 
 __all__ = ["SCHEMA_VERSION", "check_schema", "create_or_upgrade_schema"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ACTIVE = "('RUNNING', 'WAITING', 'COMPENSATING')"
 
 # Each worker process registers in saga_workers under a fence from saga_fences, and owns
@@ -51,6 +51,7 @@ CREATE TABLE sagas (
     state bytea NOT NULL,
     error bytea,
     annotations bytea,
+    parked bytea,
     owner bigint,
     ord bigint GENERATED ALWAYS AS IDENTITY
 );
@@ -91,7 +92,11 @@ CREATE INDEX saga_inbox_dead ON saga_inbox (id) WHERE status = 2;
 """
 
 # Statements that bring a schema from the previous version to this one.
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    # 2: why a worker could not run a saga (shown by every reader); a saga a worker
+    # cannot run is handed back (``owner`` NULL) for one that can.
+    2: ["ALTER TABLE sagas ADD COLUMN parked bytea"],
+}
 
 _TABLES = (
     "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "

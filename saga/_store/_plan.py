@@ -24,6 +24,7 @@ __all__ = [
     "AppendOp",
     "BatchPlan",
     "BatchedWrites",
+    "ParkOp",
     "SendOp",
     "StartOp",
     "plan_batch",
@@ -34,12 +35,24 @@ TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
 
 
 class StartOp(Op[SagaRow | None]):
-    __slots__ = ("records", "row")
+    __slots__ = ("fence", "records", "row")
 
-    def __init__(self, row: SagaRow, records: list[tuple[int, bytes]]) -> None:
+    def __init__(self, row: SagaRow, records: list[tuple[int, bytes]], fence: int | None) -> None:
         super().__init__()
         self.row = row
         self.records = records
+        self.fence = fence
+
+
+class ParkOp(Op[None]):
+    __slots__ = ("error", "fence", "release", "saga_id")
+
+    def __init__(self, saga_id: str, error: bytes, release: bool, fence: int | None) -> None:
+        super().__init__()
+        self.saga_id = saga_id
+        self.error = error
+        self.release = release
+        self.fence = fence
 
 
 class SendOp(Op[SendResult]):
@@ -114,8 +127,18 @@ class BatchedWrites:
         """``append`` as it is to be checked (a shared store stamps a missing fence)."""
         return append
 
-    async def start(self, row: SagaRow, records: list[tuple[int, bytes]]) -> SagaRow | None:
-        return await self._submit_target("start").submit(StartOp(row, records))
+    def _start_fence(self, fence: int | None) -> int | None:
+        """The fence a new saga is owned by (a shared store's own when none is given)."""
+        return fence
+
+    async def start(
+        self, row: SagaRow, records: list[tuple[int, bytes]], *, fence: int | None = None
+    ) -> SagaRow | None:
+        op = StartOp(row, records, self._start_fence(fence))
+        return await self._submit_target("start").submit(op)
+
+    async def park(self, saga_id: str, error: bytes, *, release: bool, fence: int | None) -> None:
+        await self._submit_target("append").submit(ParkOp(saga_id, error, release, fence))
 
     async def send(
         self,
@@ -143,12 +166,13 @@ class BatchedWrites:
 class BatchPlan:
     """The rows one batch writes, and each operation's result (an exception fails it).
 
-    ``log_rows`` are ``(saga_id, seq, body, fence)``; ``owners`` are the new owning
-    fence of sagas an `append_if` took over (a resume); ``notify`` are ``(owner fence,
-    saga_id)`` of events and requests stored for a saga another store instance owns.
+    ``new_sagas`` are ``(row, owning fence)``; ``log_rows`` are ``(saga_id, seq, body,
+    fence)``; ``owners`` are the new owning fence of sagas an `append_if` took over (a
+    resume); ``notify`` are ``(owner fence, saga_id)`` of events and requests stored for a
+    saga another store instance owns; ``parked`` are ``(saga_id, error, release)``.
     """
 
-    new_sagas: list[SagaRow] = field(default_factory=list)
+    new_sagas: list[tuple[SagaRow, int | None]] = field(default_factory=list)
     log_rows: list[tuple[str, int, bytes, int | None]] = field(default_factory=list)
     inbox_rows: list[tuple[Any, ...]] = field(default_factory=list)
     index_rows: list[SagaRow] = field(default_factory=list)
@@ -156,13 +180,14 @@ class BatchPlan:
     consumed: list[tuple[str, str]] = field(default_factory=list)
     closed: list[tuple[str, str]] = field(default_factory=list)
     notify: list[tuple[int, str]] = field(default_factory=list)
+    parked: list[tuple[str, bytes, bool]] = field(default_factory=list)
     results: list[tuple[Op[Any], Any]] = field(default_factory=list)
 
 
 def checked_ids(batch: Sequence[Op[Any]], *, every_append: bool) -> list[str]:
     """Ids of the sagas whose rows the checks need, sorted (the order rows are locked in)."""
     ids = {op.row.saga_id for op in batch if isinstance(op, StartOp)}
-    ids.update(op.saga_id for op in batch if isinstance(op, SendOp))
+    ids.update(op.saga_id for op in batch if isinstance(op, SendOp | ParkOp))
     ids.update(
         op.append.saga_id
         for op in batch
@@ -191,7 +216,9 @@ def plan_batch(
         owners: on a shared store, each known saga's owning fence; every append must then
             carry a fence in ``live_fences`` that owns its saga (else `LeaseLost`) and
             continue the log exactly (else `StoreError`).
-        fence: this store instance's fence: new sagas are owned by it.
+        fence: this store instance's fence (`send` tells whether it owns the saga).
+            A new saga is owned by its start's fence, which must be in ``live_fences``
+            (else `LeaseLost`).
     """
     plan = BatchPlan()
     known = dict(known)
@@ -203,11 +230,25 @@ def plan_batch(
             if existing is not None:
                 plan.results.append((op, existing))
                 continue
-            known[op.row.saga_id] = op.row
             if owners is not None:
-                owners[op.row.saga_id] = fence
-            plan.new_sagas.append(op.row)
-            plan.log_rows.extend((op.row.saga_id, s, b, fence) for s, b in op.records)
+                if op.fence is None or op.fence not in live_fences:
+                    # Another worker may have found this lease dead and moved on: a saga
+                    # created under it now would belong to nobody.
+                    error = LeaseLost(f"saga {op.row.saga_id!r}: this worker's lease has expired")
+                    plan.results.append((op, error))
+                    continue
+                owners[op.row.saga_id] = op.fence
+            known[op.row.saga_id] = op.row
+            plan.new_sagas.append((op.row, op.fence))
+            plan.log_rows.extend((op.row.saga_id, s, b, op.fence) for s, b in op.records)
+            plan.results.append((op, None))
+        elif isinstance(op, ParkOp):
+            target = known.get(op.saga_id)
+            mine = owners is None or (op.fence is not None and owners.get(op.saga_id) == op.fence)
+            if target is not None and target.status not in TERMINAL and mine:
+                plan.parked.append((op.saga_id, op.error, op.release and owners is not None))
+                if op.release and owners is not None:
+                    owners[op.saga_id] = None
             plan.results.append((op, None))
         elif isinstance(op, SendOp):
             plan.results.append((op, _send(op, known, seen, origin, owners, fence, plan)))

@@ -20,7 +20,7 @@ import os
 import socket
 import urllib.parse
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import anyio
@@ -29,10 +29,16 @@ import asyncpg
 import msgspec
 
 from saga._errors import StoreError
-from saga._store._base import CLAIM_BATCH, Append, Store
+from saga._store._base import CLAIM_BATCH, ROW_COLUMNS, Append, Store
 from saga._store._pg_batch import NOTIFY_CHANNEL, apply_batch
 from saga._store._pg_reads import PostgresReads
-from saga._store._pg_schema import ACTIVE, check_schema, create_or_upgrade_schema, quote_ident
+from saga._store._pg_schema import (
+    ACTIVE,
+    SCHEMA_VERSION,
+    check_schema,
+    create_or_upgrade_schema,
+    quote_ident,
+)
 from saga._store._plan import BatchedWrites
 from saga._store._writer import GroupCommitWriter, Op
 
@@ -107,6 +113,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
         self._writing: contextlib.AsyncExitStack | None = None
         self._recent: dict[int, int] = {}
         self._signal = anyio.Event()
+        self._lease_lock = anyio.Lock()
 
     @property
     def where(self) -> str:
@@ -135,7 +142,14 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
                 if self.access == "owner":
                     await create_or_upgrade_schema(conn, self.schema, self.where)
                 else:
-                    await check_schema(conn, self.where)
+                    version = await check_schema(conn, self.where)
+                    if version < 2:  # before sagas had `parked`: read it as NULL
+                        self._row_columns = ROW_COLUMNS.replace("parked", "NULL AS parked")
+                    if self.access == "client" and version < SCHEMA_VERSION:
+                        raise StoreError(
+                            f"{self.where} was written by an older saga (schema {version}); "
+                            "start a Runtime of this version on it once to upgrade it"
+                        )
             if self.access == "owner":
                 await self._register()
                 await self._listen()
@@ -185,49 +199,89 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
 
     async def keep_lease(self) -> bool:
         """Renew this worker's lease. ``False`` if it had expired: this worker's sagas may
-        be another's now, so it continues under a new fence and owns only what it claims."""
+        be another's now, so it continues under a new fence and owns only what it claims.
+
+        Several tasks may find the lease lost at once (the renewal loop, a `start` refused
+        with `LeaseLost`): one registers again, the others see the new fence renewed.
+        """
         if self._pool is None or self.fence is None:
             raise StoreError("the store is not open as a worker")
-        try:
-            renewed = await self._pool.fetchval(
-                "UPDATE saga_workers SET expires_at = clock_timestamp() + $2 * interval '1 second' "
-                "WHERE fence = $1 AND expires_at > clock_timestamp() RETURNING fence",
-                self.fence,
-                self.lease_seconds,
-            )
-            if renewed is not None:
-                return True
-            lost = self.fence
-            await self._register()
-        except _CONNECTION_ERRORS as error:
-            raise StoreError(f"cannot renew the lease on {self.where}: {error}") from error
+        async with self._lease_lock:
+            try:
+                renewed = await self._pool.fetchval(
+                    "UPDATE saga_workers SET expires_at = clock_timestamp() "
+                    "+ $2 * interval '1 second' WHERE fence = $1 "
+                    "AND expires_at > clock_timestamp() RETURNING fence",
+                    self.fence,
+                    self.lease_seconds,
+                )
+                if renewed is not None:
+                    return True
+                lost = self.fence
+                await self._register()
+            except _CONNECTION_ERRORS as error:
+                raise StoreError(f"cannot renew the lease on {self.where}: {error}") from error
         logger.warning("worker %s lost its lease (fence %d); now fence %d", self.worker, lost,
                        self.fence)  # fmt: skip
         return False
 
-    async def claim_orphans(self, limit: int = CLAIM_BATCH) -> list[str]:
-        """Take over up to ``limit`` open sagas whose owner's lease has expired."""
+    async def claim_orphans(
+        self,
+        runnable: Collection[tuple[str, int]],
+        *,
+        exclude: Collection[str] = (),
+        limit: int = CLAIM_BATCH,
+    ) -> list[str]:
+        """Take over up to ``limit`` open sagas nobody runs, of the definitions ``runnable``.
+
+        Those are the open sagas of workers whose lease expired and those handed back
+        (``owner`` NULL) by a worker that could not run them. One transaction, which
+
+        * share-locks this worker's own row, with its lease checked: a claim never moves
+          a saga to a lease that may already be counted dead;
+        * locks the rows of the dead workers it looks at (``SKIP LOCKED``: claimers never
+          wait on each other, and a batch still writing under one of those fences, which
+          holds its row share-locked, makes the claimer pass that worker by this round);
+        * moves the sagas (``SKIP LOCKED`` again: each is claimed once) and marks a dead
+          worker ``drained`` only when none of its open sagas is left, whatever their
+          definition, so a saga of a definition this worker lacks stays claimable by one
+          that has it.
+        """
         if self._pool is None or self.fence is None:
             raise StoreError("the store is not open as a worker")
+        names = [name for name, _ in runnable]
+        versions = [version for _, version in runnable]
         try:
             async with self._pool.acquire() as conn, conn.transaction():
+                alive = await conn.fetchval(
+                    "SELECT fence FROM saga_workers WHERE fence = $1 "
+                    "AND expires_at > clock_timestamp() FOR KEY SHARE",
+                    self.fence,
+                )
+                if alive is None:
+                    return []  # the lease is gone: `keep_lease` registers again first
                 dead = [r[0] for r in await conn.fetch(
                     "SELECT fence FROM saga_workers WHERE NOT drained "
-                    "AND expires_at <= clock_timestamp()"
+                    "AND expires_at <= clock_timestamp() ORDER BY fence FOR UPDATE SKIP LOCKED"
                 )]  # fmt: skip
-                if not dead:
-                    return []
-                rows = await conn.fetch(
-                    "WITH picked AS (SELECT saga_id FROM sagas WHERE owner = ANY($2::bigint[]) "
-                    f"AND status IN {ACTIVE} ORDER BY saga_id LIMIT $3 FOR UPDATE SKIP LOCKED) "
-                    "UPDATE sagas s SET owner = $1 FROM picked "
-                    "WHERE s.saga_id = picked.saga_id AND EXISTS (SELECT 1 FROM saga_workers "
-                    "WHERE fence = $1 AND expires_at > clock_timestamp()) RETURNING s.saga_id",
-                    self.fence,
-                    dead,
-                    limit,
-                )
-                if len(rows) < limit:  # nothing left to claim (but what others hold locked)
+                rows: list[Any] = []
+                if names:
+                    rows = await conn.fetch(
+                        "WITH picked AS (SELECT saga_id FROM sagas WHERE (owner IS NULL "
+                        f"OR owner = ANY($2::bigint[])) AND status IN {ACTIVE} "
+                        "AND (name, version) IN (SELECT * FROM unnest($4::text[], $5::int[])) "
+                        "AND saga_id <> ALL($6::text[]) "
+                        "ORDER BY saga_id LIMIT $3 FOR UPDATE SKIP LOCKED) "
+                        "UPDATE sagas s SET owner = $1, parked = NULL FROM picked "
+                        "WHERE s.saga_id = picked.saga_id RETURNING s.saga_id",
+                        self.fence,
+                        dead,
+                        limit,
+                        names,
+                        versions,
+                        sorted(exclude),
+                    )
+                if dead and len(rows) < limit:  # maybe nothing left (but what others hold)
                     await conn.execute(
                         "UPDATE saga_workers w SET drained = true WHERE fence = ANY($1::bigint[]) "
                         "AND NOT EXISTS (SELECT 1 FROM sagas s WHERE s.owner = w.fence "
@@ -238,7 +292,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
             raise StoreError(f"cannot claim sagas on {self.where}: {error}") from error
         claimed = [r[0] for r in rows]
         if claimed:
-            logger.info("worker %s took over %d sagas of dead workers", self.worker, len(claimed))
+            logger.info("worker %s took over %d sagas nobody ran", self.worker, len(claimed))
         return claimed
 
     # -- notifications ------------------------------------------------------------------------
@@ -270,6 +324,9 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
         if append.fence is None:  # written by this worker as it is now (not by an actor)
             return msgspec.structs.replace(append, fence=self.fence)
         return append
+
+    def _start_fence(self, fence: int | None) -> int | None:
+        return self.fence if fence is None else fence
 
     async def _rollback(self) -> None:
         pass  # the transaction block rolls back on its own

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from saga._store._base import ROW_COLUMNS, SagaRow, row_params, saga_row
+from saga._store._base import ROW_COLUMNS, ROW_MARKS, SagaRow, row_params, saga_row
 from saga._store._plan import AppendOp, SendOp, StartOp, checked_ids, plan_batch
 from saga._store._writer import Op
 
@@ -72,8 +72,8 @@ def _decide_and_write(
     plan = plan_batch(batch, known, seen_events, origin)
     if plan.new_sagas:
         conn.executemany(
-            f"INSERT INTO sagas ({ROW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [row_params(r) for r in plan.new_sagas],
+            f"INSERT INTO sagas ({ROW_COLUMNS}) VALUES ({ROW_MARKS})",
+            [row_params(r) for r, _ in plan.new_sagas],
         )
     if plan.inbox_rows:
         conn.executemany(
@@ -90,8 +90,9 @@ def _decide_and_write(
     if plan.index_rows:
         conn.executemany(
             # name, version and created_at never change after the start
+            # and a saga that moves again is no longer parked
             "UPDATE sagas SET status=?, step=?, updated_at=?, seq=?, wake_at=?, state=?, "
-            "error=?, annotations=? WHERE saga_id=?",
+            "error=?, annotations=?, parked=NULL WHERE saga_id=?",
             [
                 (
                     r.status,
@@ -106,6 +107,11 @@ def _decide_and_write(
                 )
                 for r in plan.index_rows
             ],
+        )
+    if plan.parked:
+        conn.executemany(
+            "UPDATE sagas SET parked = ? WHERE saga_id = ?",
+            [(error, saga_id) for saga_id, error, _ in plan.parked],
         )
     if plan.consumed:
         conn.executemany(
