@@ -157,3 +157,43 @@ async def test_a_worker_that_lost_its_lease_never_writes_again_for_its_sagas(
         ("step_completed", new),
         ("saga_completed", new),
     ]
+
+
+async def test_a_start_after_a_pause_past_the_lease_lands_under_a_new_lease(
+    url: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker was paused long enough for another to count it dead and drain it: its
+    next start must not create a saga under the dead lease (nobody would ever run it)."""
+    calls_a: list[str] = []
+    async with (
+        saga.Runtime(url, sagas=[trip(calls_a)]) as a,
+        saga.Runtime(url, sagas=[trip([])]) as b,
+    ):
+        stale = a.store.fence
+        await query(
+            schema,
+            "UPDATE saga_workers SET expires_at = clock_timestamp() - interval '1 second' "
+            "WHERE fence = $1",
+            stale,
+        )
+
+        async def drained() -> bool:  # b has found a dead, with nothing to take over
+            sql = "SELECT drained FROM saga_workers WHERE fence = $1"
+            return (await query(schema, sql, stale))[0][0] is True
+
+        await eventually(drained)
+        handle = await a.start("trip", Trip(), saga_id="after-pause")
+        assert a.store.fence != stale
+        [(owner,)] = await query(schema, "SELECT owner FROM sagas WHERE saga_id = 'after-pause'")
+        assert owner == a.store.fence
+        await wait_status(a, "after-pause", saga.Status.WAITING)
+        await b.send("after-pause", "go")
+        with anyio.fail_after(10):
+            info = await handle.result()
+        assert info.status is saga.Status.COMPLETED
+        assert calls_a == ["Book.run", "Pay.run"]
+        fences = await query(
+            schema, "SELECT DISTINCT fence FROM saga_log WHERE saga_id = 'after-pause'"
+        )
+        assert [r[0] for r in fences] == [a.store.fence]
+    assert any("lost its lease" in r.getMessage() for r in caplog.records)
