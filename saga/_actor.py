@@ -28,7 +28,8 @@ from saga._observer import ObserverCalls
 from saga._records import (
     Kind,
     Record,
-    decode_payload,
+    decode_stored,
+    decode_strings,
     encode_payload,
     encode_record,
     plain_record,
@@ -230,9 +231,10 @@ class Actor:
         while not p.terminal:
             step = p.step
             if self._abort is not None:
+                what = f"saga {self.saga_id!r}: abort request {self._abort.event_id!r}"
+                reason, by = decode_request(self._abort.payload, what)
                 abort, self._abort = self._abort, None
                 effective = p.can_abort
-                reason, by = decode_request(abort.payload)
                 self._consumed.append(abort.event_id)
                 self._taken.add(abort.event_id)
                 data: dict[str, Any] = {"reason": reason, "by": by, "effective": effective}
@@ -288,14 +290,19 @@ class Actor:
             elif p.wait is not None:
                 item = self._match(p.wait)
                 if item is not None:
+                    what = f"saga {self.saga_id!r}: event {item.event_id!r}"
+                    payload = decode_stored(item.payload, f"{what}: its payload")
+                    headers = None
+                    if item.headers:
+                        headers = decode_strings(item.headers, f"{what}: its headers")
                     del self._events[item.event_id]
                     self._consumed.append(item.event_id)
                     self._taken.add(item.event_id)
                     self._core.timers.disarm(self.saga_id)
                     delivered = {"event_id": item.event_id, "name": item.name, "key": item.key,
-                                 "payload": decode_payload(item.payload)}  # fmt: skip
-                    if item.headers:
-                        delivered["headers"] = decode_payload(item.headers)
+                                 "payload": payload}  # fmt: skip
+                    if headers:
+                        delivered["headers"] = headers
                     self._add(Kind.EVENT_DELIVERED, step,
                               {"compensating": p.compensating, "event": delivered})  # fmt: skip
                 elif p.wait["deadline"] is not None and now >= p.wait["deadline"]:

@@ -57,6 +57,14 @@ class Finished:
         self.info: SagaInfo | None = None
 
 
+def fold_log(saga_id: str, bodies: list[bytes]) -> Progress:
+    """Decode and fold a saga's stored log. Raises `CorruptLog` naming the saga."""
+    try:
+        return Progress.from_records([decode_record(body) for body in bodies])
+    except CorruptLog as error:
+        raise CorruptLog(f"the log of saga {saga_id!r} cannot be used: {error}") from None
+
+
 class Core:
     """State and services shared by the `Runtime` and its actors."""
 
@@ -116,7 +124,7 @@ class Core:
         """
         mark = await self.store.inbox_mark()
         if self.store.shared:  # open sagas nobody runs become this one's to resume
-            while len(await self.claim_orphans()) == CLAIM_BATCH:
+            while len(await self.claim_orphans(sweep=True)) == CLAIM_BATCH:
                 pass  # a full batch: there may be more
         mail = await self._pending_mail()
         requests = await self.store.pending_inbox(InboxKind.RESUME)
@@ -126,7 +134,7 @@ class Core:
         parked = 0
         async for saga_id, bodies in self.store.active_logs():
             try:
-                progress = Progress.from_records([decode_record(b) for b in bodies])
+                progress = fold_log(saga_id, bodies)
                 # A saved state that does not fit the state type is as unusable as a bad record.
                 typed_state(progress.state, self.definition_for(progress).state)
             except (CorruptLog, DefinitionMismatch) as error:
@@ -149,9 +157,11 @@ class Core:
             await take_request(self, item)
         return mark
 
-    async def claim_orphans(self) -> list[str]:
+    async def claim_orphans(self, *, sweep: bool = False) -> list[str]:
         """Take over open sagas nobody runs, of the definitions this runtime has."""
-        return await self.store.claim_orphans(self.definitions, exclude=self._handed_back)
+        return await self.store.claim_orphans(
+            self.definitions, exclude=self._handed_back, sweep=sweep
+        )
 
     async def renew_lease(self, stale: int | None = None) -> None:
         """Renew this worker's lease, or register again if it ran out.
@@ -221,7 +231,7 @@ class Core:
         bodies = await self.store.log(saga_id)
         if not bodies:
             raise UnknownSaga(f"no saga with id {saga_id!r}")
-        return Progress.from_records([decode_record(b) for b in bodies])
+        return fold_log(saga_id, bodies)
 
     def definition_for(self, progress: Progress) -> Saga[Any]:
         """The registered definition that wrote this log, else `DefinitionMismatch`."""

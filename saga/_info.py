@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from saga._errors import CorruptLog
-from saga._records import decode_payload
+from saga._records import decode_stored, decode_strings
 from saga._store._base import DeadLetterRow, SagaRow
 
 if TYPE_CHECKING:
@@ -78,6 +78,9 @@ class SagaInfo(msgspec.Struct, frozen=True):
         updated_at: epoch seconds of the last record.
         seq: the ``seq`` of the last record.
         annotations: what observers recorded when the saga started (e.g. its trace context).
+        parked: a runtime could not run the saga (``error`` says why: its definition is
+            missing or differs, or its log is corrupt); it stays as it is, untouched,
+            until a runtime that can run it takes it. Not terminal.
     """
 
     saga_id: str
@@ -91,6 +94,7 @@ class SagaInfo(msgspec.Struct, frozen=True):
     updated_at: float
     seq: int = 0
     annotations: dict[str, str] = {}
+    parked: bool = False
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -112,7 +116,9 @@ class DeadLetter(msgspec.Struct, frozen=True):
             event_id=row.event_id,
             name=row.name,
             key=row.key,
-            payload=decode_payload(row.payload),
+            payload=decode_stored(
+                row.payload, f"dead letter {row.event_id!r} of saga {row.saga_id!r}: its payload"
+            ),
             sent_at=row.sent_at,
             reason=row.reason,
         )
@@ -126,12 +132,16 @@ def info_from_row(row: SagaRow, *, state: Any = None, error: ErrorInfo | None = 
     """The `SagaInfo` of a saga index row.
 
     ``state`` replaces the row's state decoded to plain values (e.g. a typed copy);
-    ``error`` replaces the row's error (e.g. why the saga is parked).
+    ``error``, if given, is why the saga is parked (as this runtime knows it); else the
+    row says whether a runtime parked it, and why.
 
     Raises:
         CorruptLog: a column of the row cannot be decoded (the log itself may be intact).
     """
     try:
+        parked = error is not None or row.parked is not None
+        if error is None and row.parked is not None:
+            error = _error_decoder.decode(row.parked)
         if error is None and row.error is not None:
             error = _error_decoder.decode(row.error)
         return SagaInfo(
@@ -140,14 +150,17 @@ def info_from_row(row: SagaRow, *, state: Any = None, error: ErrorInfo | None = 
             version=row.version,
             status=Status(row.status),
             step=row.step,
-            state=decode_payload(row.state) if state is None else state,
+            state=decode_stored(row.state, "its state") if state is None else state,
             error=error,
             created_at=row.created_at,
             updated_at=row.updated_at,
             seq=row.seq,
-            annotations={} if row.annotations is None else decode_payload(row.annotations),
+            annotations={}
+            if row.annotations is None
+            else decode_strings(row.annotations, "its annotations"),
+            parked=parked and Status(row.status) not in _TERMINAL,
         )
-    except (msgspec.DecodeError, ValueError) as problem:
+    except (CorruptLog, msgspec.DecodeError, ValueError, TypeError, RecursionError) as problem:
         raise CorruptLog(
             f"saga {row.saga_id!r}: its index row cannot be read ({problem}); "
             "its log is kept apart and can still be read with history()"

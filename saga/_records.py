@@ -19,6 +19,8 @@ __all__ = [
     "Record",
     "decode_payload",
     "decode_record",
+    "decode_stored",
+    "decode_strings",
     "encode_payload",
     "encode_record",
     "plain_record",
@@ -69,6 +71,7 @@ class Record(msgspec.Struct, frozen=True, tag_field="v", tag=FORMAT_VERSION):
 _encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(Record)
 _plain_decoder = msgspec.msgpack.Decoder()
+_strings_decoder = msgspec.msgpack.Decoder(dict[str, str])
 
 
 def encode_record(record: Record) -> bytes:
@@ -76,11 +79,16 @@ def encode_record(record: Record) -> bytes:
     return _encoder.encode(record)
 
 
+# What decoding bytes that are not what they should be can raise (ValidationError is a
+# DecodeError; TypeError: not bytes at all; RecursionError: nested too deeply).
+_UNREADABLE = (msgspec.DecodeError, TypeError, RecursionError)
+
+
 def decode_record(body: bytes) -> Record:
     """Decode a stored record. Raises `CorruptLog` if it is not a readable record."""
     try:
         return _record_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+    except _UNREADABLE as error:
         raise CorruptLog(f"unreadable record: {error}") from error
 
 
@@ -103,18 +111,61 @@ def encode_payload(value: Any, what: str, limit: int) -> bytes:
     """Encode a payload or a state to msgpack, enforcing the size ``limit``.
 
     Raises:
-        TypeError: msgspec cannot encode ``value``.
+        TypeError: msgspec cannot encode ``value`` (a type it does not know).
+        ValueError: ``value`` holds text that is not valid Unicode (a lone surrogate), an
+            int outside msgpack's 64-bit range, or is nested too deeply to encode.
         PayloadTooLarge: the encoding is longer than ``limit`` bytes.
     """
     try:
         body = _encoder.encode(value)
-    except (TypeError, ValueError, OverflowError) as error:
+    except UnicodeEncodeError as error:  # a lone surrogate, in a str or a dict key
+        raise ValueError(f"{what} holds text that is not valid Unicode: {error}") from None
+    except OverflowError as error:  # an int msgpack cannot hold
+        raise ValueError(f"{what} is not msgspec-encodable: {error}") from None
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply to encode") from None
+    except (TypeError, ValueError) as error:
         raise TypeError(f"{what} is not msgspec-encodable: {error}") from None
     if len(body) > limit:
         raise PayloadTooLarge(f"{what} is {len(body)} bytes encoded; the limit is {limit}")
     return body
 
 
+def decode_stored(body: bytes | msgspec.Raw, what: str) -> Any:
+    """Decode a stored value (a payload, a state, a request) to plain values.
+
+    Every value read back from a store is decoded here or by `decode_record`, so that a
+    damaged one is always the same error.
+
+    Args:
+        body: the stored bytes.
+        what: the value, for the message (``"saga 'x': payload of event 'e'"``).
+
+    Raises:
+        CorruptLog: ``body`` is not a readable value; the message names ``what``.
+    """
+    try:
+        return _plain_decoder.decode(body)
+    except _UNREADABLE as error:
+        raise CorruptLog(f"{what} cannot be decoded: {error}") from error
+
+
+def decode_strings(body: bytes, what: str) -> dict[str, str]:
+    """Decode a stored map of str to str (event headers, annotations).
+
+    Raises:
+        CorruptLog: ``body`` is not a readable map of str to str; the message names ``what``.
+    """
+    try:
+        return _strings_decoder.decode(body)
+    except _UNREADABLE as error:
+        raise CorruptLog(f"{what} cannot be decoded: {error}") from error
+
+
 def decode_payload(body: bytes | msgspec.Raw) -> Any:
-    """Decode a stored payload or state to plain values."""
-    return _plain_decoder.decode(body)
+    """Decode a stored payload or state to plain values (`decode_stored`, unnamed).
+
+    Raises:
+        CorruptLog: ``body`` is not a readable value.
+    """
+    return decode_stored(body, "a stored value")

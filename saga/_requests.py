@@ -6,8 +6,8 @@ Stores written before ``by`` existed hold the bare reason string; both decode.
 
 from __future__ import annotations
 
-from saga._records import decode_payload, encode_payload
-from saga._validate import check_name
+from saga._records import decode_stored, encode_payload
+from saga._validate import check_name, check_text
 
 __all__ = ["decode_request", "encode_request"]
 
@@ -17,18 +17,22 @@ def encode_request(reason: str, by: str, limit: int) -> bytes:
 
     Raises:
         TypeError: ``reason`` or ``by`` is not a str.
-        ValueError: ``by`` is empty, too long or holds control characters.
+        ValueError: ``by`` is empty, too long or holds control characters; either holds
+            NUL or text that cannot be encoded as UTF-8 (a lone surrogate).
         PayloadTooLarge: the encoded request is over ``limit`` bytes.
     """
-    if not isinstance(reason, str):
-        raise TypeError(f"reason must be a str, got {type(reason).__name__}")
+    check_text(reason, "reason")
     check_name(by, "by")
     return encode_payload({"reason": reason, "by": by}, "request", limit)
 
 
-def decode_request(payload: bytes) -> tuple[str, str | None]:
-    """``(reason, by)`` of an operator request; ``by`` is ``None`` in an old store."""
-    value = decode_payload(payload)
+def decode_request(payload: bytes, what: str = "an operator request") -> tuple[str, str | None]:
+    """``(reason, by)`` of an operator request; ``by`` is ``None`` in an old store.
+
+    Raises:
+        CorruptLog: the payload cannot be decoded (``what`` names the request).
+    """
+    value = decode_stored(payload, what)
     if isinstance(value, dict):
         by = value.get("by")
         return str(value.get("reason", "")), None if by is None else str(by)

@@ -20,7 +20,7 @@ from saga._actor import Actor
 from saga._clock import Clock, SystemClock
 from saga._core import Core
 from saga._definition import Saga
-from saga._errors import LeaseLost, SagaClosed, SagaExists, UnknownSaga
+from saga._errors import CorruptLog, LeaseLost, SagaClosed, SagaExists, UnknownSaga
 from saga._export import SagaExport
 from saga._fold import Progress
 from saga._handle import SagaHandle
@@ -408,7 +408,10 @@ class Runtime:
         bodies = await self._core.store.log(saga_id)
         if not bodies:
             raise UnknownSaga(f"no saga with id {saga_id!r}")
-        return [decode_record(body) for body in bodies]
+        try:
+            return [decode_record(body) for body in bodies]
+        except CorruptLog as error:
+            raise CorruptLog(f"the log of saga {saga_id!r} cannot be read: {error}") from None
 
     async def dead_letters(
         self, saga_id: str | None = None, *, limit: int = 100

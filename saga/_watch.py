@@ -28,6 +28,8 @@ logger = logging.getLogger("saga.runtime")
 # Seconds between two looks at what other processes put in the inbox. Requests from the
 # command line are promised to take effect within a second.
 INBOX_POLL_INTERVAL = 0.25
+# Seconds between two looks for sagas whose owner is no registered worker at all.
+SWEEP_INTERVAL = 30.0
 
 
 async def watch_inbox(core: Core, mark: int) -> None:
@@ -55,10 +57,12 @@ async def take_request(core: Core, item: InboxItem) -> None:
     if item.kind != InboxKind.RESUME:
         core.notify(item.saga_id)
         return
-    reason, by = decode_request(item.payload)
-    try:
+    by: str | None = "someone"
+    try:  # a request, even an unreadable one, must never take the runtime down
+        what = f"saga {item.saga_id!r}: resume request {item.event_id!r}"
+        reason, by = decode_request(item.payload, what=what)
         await core.resume(item.saga_id, reason, by, request=item.event_id)
-    except Exception as error:  # a request must never take the runtime down
+    except Exception as error:
         logger.warning("cannot resume saga %r as requested by %s: %s", item.saga_id, by,
                        error)  # fmt: skip
 
@@ -73,7 +77,7 @@ async def keep_ownership(core: Core) -> None:
     new fence.
     """
     store = core.store
-    renewed = claimed = anyio.current_time()
+    renewed = claimed = swept = anyio.current_time()
     while not core.closing:
         await anyio.sleep(min(store.renew_interval, store.claim_interval))
         now = anyio.current_time()
@@ -83,7 +87,10 @@ async def keep_ownership(core: Core) -> None:
                 await core.renew_lease()
             if now - claimed >= store.claim_interval:
                 claimed = now
-                for saga_id in await core.claim_orphans():
+                sweep = now - swept >= SWEEP_INTERVAL
+                if sweep:
+                    swept = now
+                for saga_id in await core.claim_orphans(sweep=sweep):
                     core.take_over(saga_id)
         except StoreError as error:  # the database may be back next tick
             logger.warning("cannot keep this worker's lease and claims: %s", error)

@@ -374,3 +374,12 @@ async def test_a_parked_saga_handed_back_goes_to_a_worker_that_can_run_it(schema
         assert (await b.saga("s1")).parked is None  # type: ignore[union-attr]
         await a.append(step("s2", 2))  # the saga moved again: no longer parked
         assert (await a.saga("s2")).parked is None  # type: ignore[union-attr]
+
+
+async def test_a_sweep_takes_sagas_whose_owner_is_no_worker_at_all(schema: str) -> None:
+    async with worker(schema) as a, worker(schema) as b:
+        await start(a, "stray", status="WAITING")
+        await query(schema, "UPDATE sagas SET owner = 987654 WHERE saga_id = 'stray'")
+        assert await b.claim_orphans(TRIP) == []  # not in a plain round: it costs a scan
+        assert await b.claim_orphans(TRIP, sweep=True) == ["stray"]
+        assert (await owners(schema))["stray"] == b.fence

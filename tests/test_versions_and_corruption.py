@@ -408,3 +408,28 @@ async def parked_for_every_reader(url: str) -> None:
         done = await rt.handle("a-victim").result(timeout=5)
         assert (done.status, done.parked, done.error) == (saga.Status.COMPLETED, False, None)
     assert not (await cli_info(url, "a-victim"))["parked"]
+
+
+async def test_a_write_that_meets_a_damaged_page_parks_the_saga_instead_of_retrying(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path / 'orders.db'}"
+    await two_waiting_sagas(url)
+    import saga._store._sqlite as sqlite_store
+
+    def damaged(*args: Any) -> Any:
+        error = sqlite3.DatabaseError("database disk image is malformed")
+        error.sqlite_errorcode = sqlite3.SQLITE_CORRUPT  # type: ignore[attr-defined]
+        raise error
+
+    async with saga.Runtime(url, sagas=[order_v1, other]) as rt:
+        monkeypatch.setattr(sqlite_store, "apply_batch", damaged)
+        with pytest.raises(saga.CorruptLog):  # the event cannot even be stored
+            await rt.send("a-victim", "go", 1)
+        monkeypatch.undo()
+        await rt.send("a-victim", "go", 1)  # stored; delivering it meets the damage
+        monkeypatch.setattr(sqlite_store, "apply_batch", damaged)
+        with pytest.raises(saga.CorruptLog, match="damaged"):
+            await rt.handle("a-victim").result(timeout=5)
+        assert (await rt.get("a-victim")).parked
+        assert not [r for r in caplog.records if "retrying in 1 s" in r.getMessage()]

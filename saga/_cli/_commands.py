@@ -21,7 +21,7 @@ from saga._errors import CorruptLog, UnknownSaga
 from saga._export import SagaExport
 from saga._fold import Progress
 from saga._info import ErrorInfo, SagaInfo, Status, info_from_row
-from saga._records import Record, decode_payload, decode_record
+from saga._records import Record, decode_record, decode_stored
 from saga._store import InboxItem, SagaRow, Store
 from saga._validate import MAX_LIMIT
 
@@ -66,7 +66,9 @@ def _error(error: ErrorInfo | None) -> str:
 
 def _item(item: InboxItem) -> dict[str, Any]:
     return {"event_id": item.event_id, "kind": item.kind, "name": item.name, "key": item.key,
-            "payload": decode_payload(item.payload), "sent_at": item.sent_at}  # fmt: skip
+            "payload": decode_stored(item.payload, f"saga {item.saga_id!r}: payload of "
+                                     f"inbox entry {item.event_id!r}"),
+            "sent_at": item.sent_at}  # fmt: skip
 
 
 def _status(info: SagaInfo) -> str:
@@ -208,7 +210,9 @@ async def dead_letters(store: Store, args: argparse.Namespace) -> Output:
         await _row(store, args.saga_id)
     rows = await store.dead_letters(args.saga_id, args.limit)
     data = [{"saga_id": r.saga_id, "event_id": r.event_id, "name": r.name, "key": r.key,
-             "payload": decode_payload(r.payload), "sent_at": r.sent_at, "reason": r.reason}
+             "payload": decode_stored(r.payload, f"saga {r.saga_id!r}: payload of dead "
+                                      f"letter {r.event_id!r}"),
+             "sent_at": r.sent_at, "reason": r.reason}
             for r in rows]  # fmt: skip
     if not rows:
         return Output(data, ["no dead letters"])

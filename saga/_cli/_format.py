@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import textwrap
 from collections.abc import Sequence
 from typing import Any
@@ -41,7 +42,10 @@ def iso(at: float | None, *, ms: bool = False) -> str:
     """Epoch seconds as UTC, e.g. ``2025-06-01 12:00:00Z``."""
     if at is None:
         return "-"
-    moment = datetime.datetime.fromtimestamp(at, datetime.UTC)
+    try:
+        moment = datetime.datetime.fromtimestamp(at, datetime.UTC)
+    except (ValueError, OverflowError, OSError):  # a damaged store's time: NaN, out of range
+        return "?"
     text = moment.strftime("%Y-%m-%d %H:%M:%S")
     if ms:
         text += f".{moment.microsecond // 1000:03d}"
@@ -50,6 +54,8 @@ def iso(at: float | None, *, ms: bool = False) -> str:
 
 def duration(seconds: float) -> str:
     """A short, readable length of time: ``0.012s``, ``12.5s``, ``3m04s``, ``2h05m``, ``3d04h``."""
+    if not math.isfinite(seconds):  # a damaged store's time
+        return "?"
     seconds = max(0.0, seconds)
     if seconds < 10:
         return f"{seconds:.3f}s"
@@ -73,6 +79,8 @@ def ago(at: float | None, now: float) -> str:
     if at is None:
         return "-"
     delta = now - at
+    if not math.isfinite(delta):  # a damaged store's time
+        return "?"
     if abs(delta) < 1:
         return "now"
     length = f"{int(abs(delta))}s" if abs(delta) < 60 else duration(abs(delta))

@@ -177,12 +177,14 @@ class Store(abc.ABC):
         *,
         exclude: Collection[str] = (),
         limit: int = CLAIM_BATCH,
+        sweep: bool = False,
     ) -> list[str]:
         """Take over up to ``limit`` open sagas nobody runs; their ids.
 
         Those are the sagas of runtimes whose lease expired and those handed back
         (`park` with ``release``), of the definitions ``runnable`` names (``(name,
         version)``), except the ids in ``exclude``: a runtime owns only what it can run.
+        ``sweep`` also looks for sagas whose owner is no registered runtime at all.
         """
         return []
 

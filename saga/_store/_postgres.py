@@ -47,6 +47,8 @@ __all__ = ["PostgresStore"]
 logger = logging.getLogger("saga.store")
 
 ACCESS_MODES = ("owner", "client", "read")
+# An owner that is no registered worker: nobody will ever renew or release it.
+_STRAY = " OR NOT EXISTS (SELECT 1 FROM saga_workers w WHERE w.fence = sagas.owner)"
 _CONNECTION_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
@@ -231,6 +233,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
         *,
         exclude: Collection[str] = (),
         limit: int = CLAIM_BATCH,
+        sweep: bool = False,
     ) -> list[str]:
         """Take over up to ``limit`` open sagas nobody runs, of the definitions ``runnable``.
 
@@ -246,6 +249,9 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
           worker ``drained`` only when none of its open sagas is left, whatever their
           definition, so a saga of a definition this worker lacks stays claimable by one
           that has it.
+
+        ``sweep`` also takes sagas whose owner is no registered worker at all (a worker
+        row deleted by hand, a damaged owner): a slower query, run now and then.
         """
         if self._pool is None or self.fence is None:
             raise StoreError("the store is not open as a worker")
@@ -268,7 +274,8 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
                 if names:
                     rows = await conn.fetch(
                         "WITH picked AS (SELECT saga_id FROM sagas WHERE (owner IS NULL "
-                        f"OR owner = ANY($2::bigint[])) AND status IN {ACTIVE} "
+                        f"OR owner = ANY($2::bigint[]){_STRAY if sweep else ''}) "
+                        f"AND status IN {ACTIVE} "
                         "AND (name, version) IN (SELECT * FROM unnest($4::text[], $5::int[])) "
                         "AND saga_id <> ALL($6::text[]) "
                         "ORDER BY saga_id LIMIT $3 FOR UPDATE SKIP LOCKED) "

@@ -24,21 +24,27 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
+import anyio
 
-from saga._errors import NotASagaStore, StoreError
-from saga._store._base import (
-    Store,
-)
+from saga._errors import CorruptLog, StoreError
+from saga._store._base import ROW_COLUMNS, Store
 from saga._store._plan import BatchedWrites
 from saga._store._sqlite_batch import apply_batch
-from saga._store._sqlite_reads import SQLiteReads
-from saga._store._sqlite_schema import check_schema, create_or_upgrade_schema
+from saga._store._sqlite_reads import TEXT_FACTORY, SQLiteReads
+from saga._store._sqlite_schema import (
+    SCHEMA_VERSION,
+    check_schema,
+    create_or_upgrade_schema,
+    is_damage,
+    open_error,
+)
 from saga._store._thread import ConnectionThread
 from saga._store._writer import GroupCommitWriter, Op
 
 __all__ = ["ACCESS_MODES", "SQLiteStore"]
 
 ACCESS_MODES = ("owner", "client", "read")
+_LOCK_TRIES = 10  # lock files replaced under us in a row before giving up (see `_lock`)
 
 
 class SQLiteStore(SQLiteReads, BatchedWrites, Store):
@@ -104,24 +110,29 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
             raise StoreError(
                 f"cannot open store {self.path!r}: directory {directory!r} does not exist"
             )
-        if self.access != "owner":
-            await self._open_shared()
-            return
-        lock_existed = os.path.exists(self.path + ".lock")
-        self._lock()
         try:
-            self._wconn = await self._connect()
-            await create_or_upgrade_schema(self._wconn, self.path)
-            await self._wconn.close()  # writes go through the writer's own thread from now on
-            self._wconn = None
-            self._rconn = await self._connect()
-            await self._rconn.execute_fetchall("PRAGMA query_only = ON")
-        except BaseException:
-            if not lock_existed:  # leave no trace beside a file that is not ours
-                with contextlib.suppress(OSError):
-                    os.unlink(self.path + ".lock")
+            if self.access == "owner":
+                await self._open_owner()
+            else:
+                await self._open_shared()
+        except BaseException as error:
+            # Whatever failed, nothing stays open: a connection thread left running keeps
+            # the process from exiting, a lock left held keeps the next runtime out.
             await self._disconnect()
-            raise
+            typed = open_error(self.path, error)  # a damaged file is no raw error either
+            if typed is error:
+                raise
+            raise typed from error
+
+    async def _open_owner(self) -> None:
+        """Take the lock, create or upgrade the schema, connect the reader and the writer."""
+        self._lock()
+        self._wconn = await self._connect()
+        await create_or_upgrade_schema(self._wconn, self.path)
+        await self._wconn.close()  # writes go through the writer's own thread from now on
+        self._wconn = None
+        self._rconn = await self._connect()
+        await self._rconn.execute_fetchall("PRAGMA query_only = ON")
         await self._start_writer(None)
 
     async def _open_shared(self) -> None:
@@ -131,7 +142,9 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
         try:
             self._rconn = await self._connect("ro")
             version = await check_schema(self._rconn, self.path)
-            if self.access == "client" and version < 2:
+            if version < 3:  # written before sagas had a `parked` column: read it as NULL
+                self._row_columns = ROW_COLUMNS.replace("parked", "NULL AS parked")
+            if self.access == "client" and version < SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path!r} was written by an older saga (schema {version}); "
                     "open it once with a Runtime of this version to upgrade it"
@@ -149,21 +162,20 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
         else:
             quoted = urllib.parse.quote(os.path.abspath(self.path))
             conn = sqlite3.connect(f"file:{quoted}?mode={mode}", isolation_level=None, uri=True)
-        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def _start_writer(self, mode: str | None) -> None:
-        thread = ConnectionThread(
+        # Kept from the start, so that `_disconnect` ends the thread whatever fails next.
+        self._wthread = ConnectionThread(
             lambda: self._connect_writer(mode), name=f"saga-writer:{self.path}"
         )
-        try:
-            await thread.start()
-        except sqlite3.Error as error:
-            await thread.close()
-            await self._disconnect()
-            raise StoreError(f"cannot open store {self.path!r} for writing: {error}") from error
-        self._wthread = thread
+        await self._wthread.start()
         await self._start_writing()
 
     async def close(self) -> None:
@@ -173,53 +185,88 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
             await self._disconnect()
 
     def _lock(self) -> None:
+        """Take the lock file ``<path>.lock`` (``flock``), or `StoreError` if it is taken.
+
+        Its holder removes the file when it lets go (`_unlock`). So a process that opened
+        the file just before may then lock a file no longer at the path, while a third one
+        creates a new file there and locks that: two owners. A lock counts only on the
+        file still at the path; else this tries again, on the new file.
+        """
         lock_path = self.path + ".lock"
+        for _ in range(_LOCK_TRIES):
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise StoreError(f"cannot create lock file {lock_path!r}: {error}") from error
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = _same_file(os.fstat(fd), lock_path)
+            except BlockingIOError:
+                os.close(fd)
+                raise StoreError(
+                    f"store {self.path!r} is in use by another runtime; a SQLite store has "
+                    "one runtime at a time (use PostgreSQL for many workers)"
+                ) from None
+            except OSError as error:
+                os.close(fd)
+                raise StoreError(f"cannot lock {lock_path!r}: {error}") from error
+            if locked:
+                self._lock_fd = fd
+                return
+            os.close(fd)  # its holder removed it meanwhile
+        raise StoreError(f"cannot lock {lock_path!r}: it was replaced {_LOCK_TRIES} times")
+
+    def _unlock(self) -> None:
+        """Remove the lock file, while still holding it, and let go of it."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is None:
+            return
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise StoreError(f"cannot create lock file {lock_path!r}: {error}") from error
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            lock_path = self.path + ".lock"
+            if _same_file(os.fstat(fd), lock_path):  # not someone else's, if it was deleted
+                os.unlink(lock_path)
+        except OSError:
+            pass  # it stays behind: harmless, the next runtime locks it all the same
+        finally:
             os.close(fd)
-            raise StoreError(
-                f"store {self.path!r} is in use by another runtime; a SQLite store has one "
-                "runtime at a time (use PostgreSQL for many workers)"
-            ) from None
-        self._lock_fd = fd
 
     async def _connect(self, mode: str | None = None) -> aiosqlite.Connection:
         """A connection; ``mode`` ``"ro"`` / ``"rw"`` opens an existing file only."""
+        if mode is None:
+            conn = await aiosqlite.connect(self.path, isolation_level=None)
+        else:
+            quoted = urllib.parse.quote(os.path.abspath(self.path))
+            uri = f"file:{quoted}?mode={mode}"
+            conn = await aiosqlite.connect(uri, isolation_level=None, uri=True)
+        conn.text_factory = TEXT_FACTORY  # text that is not UTF-8 must not fail mid-row
         try:
-            if mode is None:
-                conn = await aiosqlite.connect(self.path, isolation_level=None)
-            else:
-                quoted = urllib.parse.quote(os.path.abspath(self.path))
-                uri = f"file:{quoted}?mode={mode}"
-                conn = await aiosqlite.connect(uri, isolation_level=None, uri=True)
-        except sqlite3.Error as error:
-            raise StoreError(f"cannot open store {self.path!r}: {error}") from error
-        try:
+            # The first statements read the file's header and schema: a damaged file fails
+            # here, with any error (a garbled schema can even fail to decode as UTF-8).
             await conn.execute_fetchall(f"PRAGMA busy_timeout = {self._busy_ms}")
             await conn.execute_fetchall(f"PRAGMA synchronous = {self._synchronous}")
-        except sqlite3.DatabaseError as error:
-            await conn.close()
-            raise NotASagaStore(f"{self.path!r} is not a saga store: {error}") from error
+        except BaseException:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await conn.close()  # else its (non-daemon) thread keeps the process alive
+            raise
         return conn
 
     async def _disconnect(self) -> None:
-        for conn in (self._rconn, self._wconn):
-            if conn is not None:
+        """Close whatever is open: connections, the writer's thread, the lock and its file.
+
+        Shielded from cancellation: a connection's thread left running would keep the
+        process from exiting.
+        """
+        with anyio.CancelScope(shield=True):
+            for conn in (self._rconn, self._wconn):
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            self._rconn = self._wconn = None
+            if self._wthread is not None:
                 with contextlib.suppress(Exception):
-                    await conn.close()
-        self._rconn = self._wconn = None
-        if self._wthread is not None:
-            with contextlib.suppress(Exception):
-                await self._wthread.close()
-            self._wthread = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+                    await self._wthread.close()
+                self._wthread = None
+        self._unlock()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
@@ -230,5 +277,20 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
     async def _commit(self, batch: Sequence[Op[Any]]) -> None:
         if self._wthread is None:
             raise StoreError("the store is not open for writing")
-        for op, result in await self._wthread.call(apply_batch, batch, self.origin):
+        try:
+            results = await self._wthread.call(apply_batch, batch, self.origin)
+        except sqlite3.DatabaseError as error:
+            if is_damage(error):  # retrying cannot help: the saga is parked, others go on
+                raise CorruptLog(f"store {self.path!r} is damaged: {error}") from error
+            raise
+        for op, result in results:
             op.settle(result)
+
+
+def _same_file(held: os.stat_result, path: str) -> bool:
+    """Whether ``path`` is still the file ``held`` describes (an open descriptor's)."""
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)

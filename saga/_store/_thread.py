@@ -9,6 +9,7 @@ largest cost of a commit after the fsync itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -61,7 +62,8 @@ class ConnectionThread:
             fn, args, future, loop = self._queue.get()
             if fn is _STOP:
                 if self._conn is not None:
-                    self._conn.close()
+                    with contextlib.suppress(Exception):  # `close` must not wait forever
+                        self._conn.close()
                 loop.call_soon_threadsafe(_settle, future, None, None)
                 return
             if error is not None:

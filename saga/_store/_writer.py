@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
-from saga._errors import StoreError
+from saga._errors import SagaError, StoreError
 
 __all__ = ["GroupCommitWriter", "Op"]
 
@@ -122,7 +122,7 @@ class GroupCommitWriter:
                 except Exception:
                     logger.exception("rollback failed")
             if len(batch) == 1:
-                if not isinstance(error, StoreError):
+                if not isinstance(error, SagaError):  # e.g. CorruptLog stays what it is
                     wrapped = StoreError(f"write failed: {error}")
                     wrapped.__cause__ = error
                     error = wrapped
