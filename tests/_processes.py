@@ -1,4 +1,5 @@
-"""Child processes for the multi-process tests: start, read, signal, reap."""
+"""Child processes for the tests: the environment a test script runs in, and `Process`
+(start, read, signal, reap) for the multi-process tests."""
 
 from __future__ import annotations
 
@@ -7,8 +8,21 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
-__all__ = ["Process"]
+__all__ = ["TESTS", "Process", "child_env"]
+
+TESTS = Path(__file__).resolve().parent
+"""The ``tests`` folder: the shared helpers (``_pg.py``, ``_wait.py``, ...) live here."""
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a Python script of the tests run as a child process: this one's,
+    with ``tests/`` first on ``PYTHONPATH``, so that a script in a subfolder imports the
+    shared helpers as the tests do (pytest puts ``tests/`` on ``sys.path`` through the
+    conftest; a child process starts with only its script's own folder)."""
+    paths = [str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
 
 
 class Process:
@@ -17,7 +31,7 @@ class Process:
     def __init__(self, args: list[str]) -> None:
         argv = [sys.executable, *args]
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env()
         )
         self.lines: list[str] = []
         self.errors: list[str] = []

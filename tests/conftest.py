@@ -1,3 +1,18 @@
+"""Fixtures every test folder shares.
+
+The tests are grouped by layer: ``store/`` (the SQLite and PostgreSQL stores, the on-disk
+format), ``runtime/`` (the engine through the public `Runtime`), ``workers/`` (several
+runtimes and processes on one PostgreSQL database), ``observability/`` (observers and the
+``observers`` package), ``cli/`` (the ``saga`` command line) and ``api/`` (the public
+surface, the examples, the benchmarks). No folder is a package: pytest imports each test
+file by its base name with its own folder first on ``sys.path``, so base names are unique
+across folders, and a helper module beside its tests (``store/store_contract.py``) is
+imported by name. This folder is on ``sys.path`` too (pytest puts the conftest's folder
+there), so the helpers shared by several folders live here: ``_pg.py``, ``_behaviour.py``,
+``_cli.py``, ``_processes.py``. A script run as a child process finds them through
+``_processes.child_env()``.
+"""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -1,12 +1,12 @@
 """Record format version 1 is pinned: a committed log from a real run must stay readable.
 
-``tests/data/log_v1.msgpack`` is a msgpack list of the encoded records (as the store keeps
+``tests/store/data/log_v1.msgpack`` is a msgpack list of the encoded records (as the store keeps
 them) of one ``book-trip`` saga: a wait, a declined payment retried then failed for good,
 and compensations, one of which waits for an event. It must never be regenerated to make a
 test pass; a change that breaks it breaks every log users have. To rebuild it after a
 deliberate, upcasted format change::
 
-    python -m tests.test_record_format --regenerate
+    python -m tests.store.test_record_format --regenerate
 """
 
 from __future__ import annotations
@@ -277,7 +277,7 @@ async def test_live_records_are_the_bytes_of_their_plain_values() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--regenerate"]:
-        sys.exit("usage: python -m tests.test_record_format --regenerate")
+        sys.exit("usage: python -m tests.store.test_record_format --regenerate")
     SAMPLE.parent.mkdir(exist_ok=True)
     SAMPLE.write_bytes(msgspec.msgpack.encode(anyio.run(_generate)))
     print(f"wrote {SAMPLE} ({SAMPLE.stat().st_size} bytes)")

@@ -18,7 +18,7 @@ import anyio
 import pytest
 from _pg import PG_URL, require_server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = {"throughput", "latency", "events", "parked", "recovery", "coldstart"}
 
 

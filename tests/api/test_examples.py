@@ -10,7 +10,7 @@ from pathlib import Path
 
 from _pg import url_for
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "trip_booking.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "trip_booking.py"
 WORKERS = EXAMPLE.with_name("workers.py")
 
 

@@ -11,9 +11,10 @@ the runtime opens, ``healthy`` still runs to its end, and what is known to be un
 (a record, a payload) parks ``victim`` with `CorruptLog` or keeps the runtime from
 opening with `CorruptLog` naming it.
 
-Run as a script (``python test_corruption_sweep.py FILE...``), this module opens each
-file the same way and prints what happened, as JSON: the raw-byte tests run it in a
-subprocess with a timeout, so that a hang fails the test instead of blocking it.
+Run as a script (``PYTHONPATH=tests python tests/store/test_corruption_sweep.py FILE...``),
+this module opens each file the same way and prints what happened, as JSON: the raw-byte
+tests run it in a subprocess with a timeout, so that a hang fails the test instead of
+blocking it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import asyncpg
 import msgspec
 import pytest
 from _pg import PG_URL, url_for
+from _processes import child_env
 
 import saga
 from saga._cli._main import _print, _run
@@ -450,7 +452,9 @@ async def test_an_unreadable_schema_is_not_a_saga_store_and_nothing_is_left_open
     assert {error_type(o) for o in outcomes.values()} == {"NotASagaStore"}, outcomes
     # And in a process of its own, which must exit.
     with anyio.fail_after(60):
-        done = await anyio.run_process([sys.executable, str(HERE), str(copy)], check=False)
+        done = await anyio.run_process(
+            [sys.executable, str(HERE), str(copy)], check=False, env=child_env()
+        )
     assert done.returncode == 0, done.stderr.decode()
     assert error_type(json.loads(done.stdout)[str(copy)]["open"]) == "NotASagaStore"
 
@@ -504,7 +508,8 @@ def test_random_bytes_flipped_in_the_file_give_typed_errors_and_no_hang(
     # thread left running (a half-open connection) would hang it, and fail the test here.
     procs = [
         subprocess.Popen([sys.executable, str(HERE), *map(str, paths[i::WORKERS])],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=child_env())
         for i in range(WORKERS)
     ]  # fmt: skip
     found: dict[str, Outcomes] = {}
