@@ -10,7 +10,6 @@ import msgspec
 
 import saga
 
-URL = "sqlite:///:memory:"
 TERMINAL_KINDS = frozenset({"saga_completed", "saga_compensated", "saga_failed"})
 
 

@@ -11,6 +11,9 @@ imported by name. This folder is on ``sys.path`` too (pytest puts the conftest's
 there), so the helpers shared by several folders live here: ``_pg.py``, ``_behaviour.py``,
 ``_cli.py``, ``_processes.py``. A script run as a child process finds them through
 ``_processes.child_env()``.
+
+A behaviour test runs on every store backend by taking the ``store_url`` fixture (one run
+on SQLite, one on PostgreSQL); a test that names no backend runs on what it opens itself.
 """
 
 from __future__ import annotations
@@ -36,39 +39,19 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-# The SPEC behaviour suites run on every backend: on PostgreSQL, their module-level store
-# URL (the global named here) points at a fresh schema for each test that uses it
-# (directly, or through the named helper).
-_ON_EVERY_BACKEND = {
-    "test_abort": ("URL",),
-    "test_compensation": ("URL",),
-    "test_events": ("URL",),
-    "test_forward": ("URL",),
-    "test_operator_api": ("URL",),
-    "test_timeouts_retries": ("URL",),
-    "test_inputs": ("MEMORY",),
-    "test_observers": ("MEMORY",),
-    "test_replay": ("MEMORY", "runtime"),
-}
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty store's URL, once per backend: a test that takes it runs on each.
 
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    names = _ON_EVERY_BACKEND.get(metafunc.module.__name__)
-    if names and set(names) & set(metafunc.function.__code__.co_names):
-        metafunc.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
-
-
-@pytest.fixture(autouse=True)
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The store backend of this test run (``URL`` of a behaviour module is set to it)."""
-    name = getattr(request, "param", "sqlite")
-    if name != "postgresql":
-        yield name
+    ``sqlite``: an in-memory SQLite store (each `Runtime` opened on it starts empty).
+    ``postgres``: a fresh schema on the test server with ``lease_seconds=2``, dropped with
+    all it holds after the test; it skips without a server, and fails under ``CI=true``.
+    """
+    if request.param == "sqlite":
+        yield "sqlite:///:memory:"
         return
     with temporary_schema() as schema:
-        attribute = _ON_EVERY_BACKEND[request.module.__name__][0]
-        monkeypatch.setattr(request.module, attribute, url_for(schema, lease_seconds=2))
-        yield name
+        yield url_for(schema, lease_seconds=2)
 
 
 @pytest.fixture

@@ -263,7 +263,7 @@ async def test_runtime_and_saga_observers_are_both_called(clock: FakeClock) -> N
     assert befores[0::2] == befores[1::2]
 
 
-async def test_saga_observer_sees_only_its_own_sagas(clock: FakeClock) -> None:
+async def test_saga_observer_sees_only_its_own_sagas(store_url: str, clock: FakeClock) -> None:
     mine, everyone = Recorder(), Recorder()
 
     class Quick(saga.Step):
@@ -272,7 +272,7 @@ async def test_saga_observer_sees_only_its_own_sagas(clock: FakeClock) -> None:
 
     watched = saga.Saga("watched", state=Trip, steps=[Quick()], observers=[mine])
     other = saga.Saga("other", state=Trip, steps=[Quick()])
-    async with saga.Runtime(MEMORY, sagas=[watched, other], observers=[everyone]) as rt:
+    async with saga.Runtime(store_url, sagas=[watched, other], observers=[everyone]) as rt:
         await (await rt.start(other, Trip(), saga_id="o")).result(timeout=5)
         await (await rt.start(watched, Trip(), saga_id="w")).result(timeout=5)
     assert {info.saga_id for _, info in mine.transitions} == {"w"}
@@ -315,13 +315,13 @@ async def test_a_raising_observer_changes_nothing(
     assert all("Broken" in r.getMessage() for r in failures)
 
 
-async def test_observer_errors_are_counted(clock: FakeClock) -> None:
+async def test_observer_errors_are_counted(store_url: str, clock: FakeClock) -> None:
     class Quick(saga.Step):
         async def run(self, ctx: saga.StepContext[Trip]) -> None:
             ctx.state.n = 7
 
     quick = saga.Saga("quick", state=Trip, steps=[Quick()])
-    async with saga.Runtime(MEMORY, sagas=[quick], observers=[Broken()], clock=clock) as rt:
+    async with saga.Runtime(store_url, sagas=[quick], observers=[Broken()], clock=clock) as rt:
         assert rt.observer_errors == 0
         info = await (await rt.start(quick, Trip(), saga_id="q")).result(timeout=5)
         assert info.status is saga.Status.COMPLETED

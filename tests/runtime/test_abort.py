@@ -7,7 +7,6 @@ from pathlib import Path
 import anyio
 import pytest
 from _behaviour import (
-    URL,
     Boom,
     Trip,
     kinds,
@@ -42,11 +41,11 @@ class Hold(saga.Step):
         self.calls.append("Hold.compensate")
 
 
-async def test_abort_while_waiting_compensates_the_waiting_step_too() -> None:
+async def test_abort_while_waiting_compensates_the_waiting_step_too(store_url: str) -> None:
     calls: list[str] = []
     steps = [simple_step("a", calls), Hold(calls), simple_step("c", calls)]
     definition = saga.Saga("abort", state=Trip, steps=steps)
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await wait_status(runtime, "s", saga.Status.WAITING)
         await runtime.abort("s", "customer cancelled")
@@ -77,6 +76,7 @@ async def test_abort_while_waiting_compensates_the_waiting_step_too() -> None:
 
 @pytest.mark.parametrize("returns_wait", [False, True])
 async def test_abort_while_a_handler_runs_takes_effect_after_it_returns(
+    store_url: str,
     returns_wait: bool,
 ) -> None:
     calls: list[str] = []
@@ -97,7 +97,7 @@ async def test_abort_while_a_handler_runs_takes_effect_after_it_returns(
             calls.append(f"Slow.compensate:{ctx.state.n}")
 
     definition = saga.Saga("slow", state=Trip, steps=[Slow(), simple_step("b", calls)])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await entered.wait()
         await runtime.abort("s", "stop")
@@ -135,12 +135,14 @@ async def test_abort_while_a_handler_runs_takes_effect_after_it_returns(
     assert [d.name for d in dead] == ["go"]  # sent during the abort, never delivered
 
 
-async def test_abort_during_a_retry_backoff_compensates_the_failing_step(clock: FakeClock) -> None:
+async def test_abort_during_a_retry_backoff_compensates_the_failing_step(
+    store_url: str, clock: FakeClock
+) -> None:
     calls: list[str] = []
     policy = saga.RetryPolicy(max_attempts=5, initial_interval=60)
     steps = [simple_step("a", calls), simple_step("b", calls, fail=True, retry=policy)]
     definition = saga.Saga("backoff", state=Trip, steps=steps)
-    async with saga.Runtime(URL, sagas=[definition], clock=clock) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await wait_records(runtime, "s", "step_failed")
         assert (await runtime.get("s")).status is saga.Status.RUNNING
@@ -159,7 +161,7 @@ async def test_abort_during_a_retry_backoff_compensates_the_failing_step(clock: 
 
 
 @pytest.mark.parametrize("outcome", ["completed", "compensated", "failed"])
-async def test_abort_is_a_no_op_on_a_terminal_saga(outcome: str) -> None:
+async def test_abort_is_a_no_op_on_a_terminal_saga(store_url: str, outcome: str) -> None:
     calls: list[str] = []
 
     class Last(saga.Step):
@@ -174,7 +176,7 @@ async def test_abort_is_a_no_op_on_a_terminal_saga(outcome: str) -> None:
                 raise Boom("stuck")
 
     definition = saga.Saga("end", state=Trip, steps=[simple_step("a", calls), Last()])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         done = await (await runtime.start(definition, Trip(), saga_id="s")).result(timeout=5)
         before = await runtime.history("s")
         await runtime.abort("s", "too late")
@@ -184,7 +186,7 @@ async def test_abort_is_a_no_op_on_a_terminal_saga(outcome: str) -> None:
     assert done.status.value == outcome.upper()
 
 
-async def test_abort_during_compensation_does_nothing() -> None:
+async def test_abort_during_compensation_does_nothing(store_url: str) -> None:
     calls: list[str] = []
 
     class Refund(saga.Step):
@@ -202,7 +204,7 @@ async def test_abort_during_compensation_does_nothing() -> None:
 
     steps = [simple_step("a", calls), Refund(), simple_step("c", calls, fail=True)]
     definition = saga.Saga("late", state=Trip, steps=steps)
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await wait_records(runtime, "s", "step_waiting")
         await runtime.abort("s", "while compensating")
@@ -232,9 +234,9 @@ async def test_abort_during_compensation_does_nothing() -> None:
     assert (info.error.message, info.error.step) == ("c broke", "c")
 
 
-async def test_abort_of_an_unknown_saga_raises() -> None:
+async def test_abort_of_an_unknown_saga_raises(store_url: str) -> None:
     definition = saga.Saga("x", state=Trip, steps=[simple_step("a", [])])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         with pytest.raises(saga.UnknownSaga):
             await runtime.abort("nope", "why")
         assert await runtime.list() == []
@@ -260,7 +262,9 @@ async def test_an_abort_is_durable_before_it_returns(tmp_path: Path) -> None:
     assert calls == ["Hold.run", "Hold.compensate"]
 
 
-async def test_abort_while_the_last_step_runs_compensates_even_if_it_completes() -> None:
+async def test_abort_while_the_last_step_runs_compensates_even_if_it_completes(
+    store_url: str,
+) -> None:
     calls: list[str] = []
     entered, release = anyio.Event(), anyio.Event()
 
@@ -274,7 +278,7 @@ async def test_abort_while_the_last_step_runs_compensates_even_if_it_completes()
             calls.append("Last.compensate")
 
     definition = saga.Saga("last", state=Trip, steps=[simple_step("a", calls), Last()])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await entered.wait()
         await runtime.abort("s", "too late?")

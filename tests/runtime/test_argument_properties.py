@@ -26,7 +26,6 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from _pg import temporary_schema, url_for
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -153,15 +152,6 @@ DEFINITIONS: list[saga.Saga[Any]] = [holder, receiver, fragile]
 HOLD = "hold"  # a saga that waits forever: the target of refused sends and aborts
 
 # -- running one runtime across examples ----------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield "sqlite:///:memory:"
-        return
-    with temporary_schema() as schema:
-        yield url_for(schema, lease_seconds=2)
 
 
 @pytest.fixture(autouse=True)

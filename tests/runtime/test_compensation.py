@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from _behaviour import (
-    URL,
     Boom,
     Trip,
     kinds,
@@ -20,7 +19,9 @@ import saga
 pytestmark = pytest.mark.anyio
 
 
-async def test_compensations_run_for_the_failing_step_then_completed_steps_in_reverse() -> None:
+async def test_compensations_run_for_the_failing_step_then_completed_steps_in_reverse(
+    store_url: str,
+) -> None:
     calls: list[str] = []
     steps = [
         simple_step("a", calls),
@@ -29,7 +30,7 @@ async def test_compensations_run_for_the_failing_step_then_completed_steps_in_re
         simple_step("d", calls),
     ]
     definition = saga.Saga("order", state=Trip, steps=steps)
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         info = await (await runtime.start(definition, Trip(), saga_id="s")).result(timeout=5)
         records = await runtime.history("s")
 
@@ -74,7 +75,7 @@ async def test_compensations_run_for_the_failing_step_then_completed_steps_in_re
     assert str(info.error) == "Boom: c broke"
 
 
-async def test_compensate_on_failure_false_skips_the_failing_step() -> None:
+async def test_compensate_on_failure_false_skips_the_failing_step(store_url: str) -> None:
     calls: list[str] = []
     steps = [
         simple_step("a", calls),
@@ -82,7 +83,7 @@ async def test_compensate_on_failure_false_skips_the_failing_step() -> None:
         simple_step("c", calls),
     ]
     definition = saga.Saga("skip", state=Trip, steps=steps)
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         info = await (await runtime.start(definition, Trip(), saga_id="s")).result(timeout=5)
         records = await runtime.history("s")
 
@@ -93,7 +94,7 @@ async def test_compensate_on_failure_false_skips_the_failing_step() -> None:
 
 @pytest.mark.parametrize(("compensate_on_failure", "queue"), [(True, ["a"]), (False, [])])
 async def test_no_compensation_for_steps_that_never_started(
-    compensate_on_failure: bool, queue: list[str]
+    store_url: str, compensate_on_failure: bool, queue: list[str]
 ) -> None:
     calls: list[str] = []
     steps = [
@@ -102,7 +103,7 @@ async def test_no_compensation_for_steps_that_never_started(
         simple_step("c", calls),
     ]
     definition = saga.Saga("first", state=Trip, steps=steps)
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         info = await (await runtime.start(definition, Trip(), saga_id="s")).result(timeout=5)
         records = await runtime.history("s")
 
@@ -116,7 +117,7 @@ async def test_no_compensation_for_steps_that_never_started(
     assert info.status is saga.Status.COMPENSATED
 
 
-async def test_a_compensation_may_wait_for_an_event() -> None:
+async def test_a_compensation_may_wait_for_an_event(store_url: str) -> None:
     calls: list[str] = []
     seen: list[tuple[bool, str | None, object]] = []
 
@@ -138,7 +139,7 @@ async def test_a_compensation_may_wait_for_an_event() -> None:
 
     steps = [simple_step("a", calls), Refund(), simple_step("c", calls, fail=True)]
     definition = saga.Saga("refund", state=Trip, steps=steps)
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         records = await wait_records(runtime, "s", "step_waiting")
         info = await runtime.get("s")
@@ -199,10 +200,10 @@ def _failing_saga(calls: list[str], fail_times: list[int]) -> saga.Saga[Trip]:
     return saga.Saga("fails", state=Trip, steps=steps)
 
 
-async def test_a_compensation_failing_for_good_ends_the_saga_failed() -> None:
+async def test_a_compensation_failing_for_good_ends_the_saga_failed(store_url: str) -> None:
     calls: list[str] = []
     definition = _failing_saga(calls, [100])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         info = await (await runtime.start(definition, Trip(), saga_id="s")).result(timeout=5)
         records = await runtime.history("s")
 
@@ -229,11 +230,11 @@ async def test_a_compensation_failing_for_good_ends_the_saga_failed() -> None:
     assert info.error == saga.ErrorInfo(type="Boom", message="refund service down", step="b")
 
 
-async def test_resume_runs_the_remaining_compensations_with_a_fresh_budget() -> None:
+async def test_resume_runs_the_remaining_compensations_with_a_fresh_budget(store_url: str) -> None:
     calls: list[str] = []
     fail_times = [2]  # both attempts before FAILED, then none
     definition = _failing_saga(calls, fail_times)
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         assert (await handle.result(timeout=5)).status is saga.Status.FAILED
         before = await runtime.history("s")
@@ -268,7 +269,7 @@ async def test_resume_runs_the_remaining_compensations_with_a_fresh_budget() -> 
     assert (info.error.type, info.error.step) == ("Boom", "c")
 
 
-async def test_resume_on_a_saga_that_is_not_failed_returns_false() -> None:
+async def test_resume_on_a_saga_that_is_not_failed_returns_false(store_url: str) -> None:
     calls: list[str] = []
 
     class Hold(saga.Step):
@@ -278,7 +279,7 @@ async def test_resume_on_a_saga_that_is_not_failed_returns_false() -> None:
     ok = saga.Saga("ok", state=Trip, steps=[simple_step("a", calls)])
     bad = saga.Saga("bad", state=Trip, steps=[simple_step("a", calls, fail=True)])
     held = saga.Saga("held", state=Trip, steps=[Hold()])
-    async with saga.Runtime(URL, sagas=[ok, bad, held]) as runtime:
+    async with saga.Runtime(store_url, sagas=[ok, bad, held]) as runtime:
         await (await runtime.start(ok, Trip(), saga_id="done")).result(timeout=5)
         await (await runtime.start(bad, Trip(), saga_id="undone")).result(timeout=5)
         await runtime.start(held, Trip(), saga_id="waiting")

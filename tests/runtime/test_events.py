@@ -9,7 +9,6 @@ import anyio
 import msgspec
 import pytest
 from _behaviour import (
-    URL,
     Gate,
     Trip,
     kinds,
@@ -48,13 +47,13 @@ class Collect(saga.Step):
         return None
 
 
-async def test_wait_for_and_send_deliver_the_event() -> None:
+async def test_wait_for_and_send_deliver_the_event(store_url: str) -> None:
     class Pay(Collect):
         event, key = "paid", "t-1"
 
     pay = Pay()
     definition = saga.Saga("pay", state=Trip, steps=[pay])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         waiting = await wait_status(runtime, "s", saga.Status.WAITING)
         event_id = await runtime.send("s", "paid", {"ok": True}, key="t-1", event_id="e-1")
@@ -88,13 +87,13 @@ async def test_wait_for_and_send_deliver_the_event() -> None:
     assert records[3].data == {"compensating": False, "event": delivered}
 
 
-async def test_a_wait_with_a_key_only_accepts_that_key() -> None:
+async def test_a_wait_with_a_key_only_accepts_that_key(store_url: str) -> None:
     class Keyed(Collect):
         key = "a"
 
     step = Keyed()
     definition = saga.Saga("keyed", state=Trip, steps=[step])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await wait_status(runtime, "s", saga.Status.WAITING)
         await runtime.send("s", "x", 1, key="b")
@@ -116,13 +115,13 @@ async def test_a_wait_with_a_key_only_accepts_that_key() -> None:
     ]
 
 
-async def test_a_wait_without_a_key_accepts_any_key() -> None:
+async def test_a_wait_without_a_key_accepts_any_key(store_url: str) -> None:
     class Any3(Collect):
         count = 3
 
     step = Any3()
     definition = saga.Saga("any", state=Trip, steps=[step])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await runtime.send("s", "x", 1, key="a")
         await runtime.send("s", "x", 2)
@@ -131,13 +130,13 @@ async def test_a_wait_without_a_key_accepts_any_key() -> None:
     assert [(e.payload, e.key) for e in step.got] == [(1, "a"), (2, None), (3, "zzz")]
 
 
-async def test_early_events_are_buffered_and_delivered_oldest_first() -> None:
+async def test_early_events_are_buffered_and_delivered_oldest_first(store_url: str) -> None:
     class Later(Collect):
         count = 3
 
     later = Later()
     definition = saga.Saga("early", state=Trip, steps=[Gate(), later])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await wait_status(runtime, "s", saga.Status.WAITING)
         for n in (1, 2, 3):
@@ -170,7 +169,7 @@ async def test_early_events_are_buffered_and_delivered_oldest_first() -> None:
     assert [r.data["event"]["payload"] for r in of_kind(tail, "event_delivered")] == [1, 2, 3]
 
 
-async def test_events_are_never_handed_to_the_wrong_step() -> None:
+async def test_events_are_never_handed_to_the_wrong_step(store_url: str) -> None:
     class First(Collect):
         key = "first"
 
@@ -182,7 +181,7 @@ async def test_events_are_never_handed_to_the_wrong_step() -> None:
 
     first, second, other = First(), Second(), Other()
     definition = saga.Saga("route", state=Trip, steps=[first, second, other])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await wait_status(runtime, "s", saga.Status.WAITING)
         await runtime.send("s", "x", "for second", key="second")
@@ -199,7 +198,7 @@ async def test_events_are_never_handed_to_the_wrong_step() -> None:
     assert delivered == [("First", "for first"), ("Second", "for second"), ("Other", "for other")]
 
 
-async def test_on_event_may_return_another_wait() -> None:
+async def test_on_event_may_return_another_wait(store_url: str) -> None:
     seen: list[tuple[str, Any]] = []
 
     class TwoPhase(saga.Step):
@@ -215,7 +214,7 @@ async def test_on_event_may_return_another_wait() -> None:
             return None
 
     definition = saga.Saga("phases", state=Trip, steps=[TwoPhase()])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await runtime.send("s", "captured", "wrong key", key="nope")
         await runtime.send("s", "authorized", "k")
@@ -238,13 +237,13 @@ async def test_on_event_may_return_another_wait() -> None:
     ]
 
 
-async def test_same_event_id_is_stored_once() -> None:
+async def test_same_event_id_is_stored_once(store_url: str) -> None:
     class Two(Collect):
         count = 2
 
     step = Two()
     definition = saga.Saga("dedupe", state=Trip, steps=[Gate(), step])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await wait_status(runtime, "s", saga.Status.WAITING)
         assert await runtime.send("s", "x", 1, event_id="e-1") == "e-1"
@@ -265,10 +264,10 @@ async def test_same_event_id_is_stored_once() -> None:
     assert dead == []
 
 
-async def test_send_to_unknown_or_terminal_saga() -> None:
+async def test_send_to_unknown_or_terminal_saga(store_url: str) -> None:
     calls: list[str] = []
     definition = saga.Saga("short", state=Trip, steps=[simple_step("a", calls)])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         with pytest.raises(saga.UnknownSaga):
             await runtime.send("nope", "x")
         await (await runtime.start(definition, Trip(), saga_id="s")).result(timeout=5)
@@ -282,10 +281,12 @@ async def test_send_to_unknown_or_terminal_saga() -> None:
 
 
 @pytest.mark.parametrize("fail", [False, True])
-async def test_unconsumed_events_become_dead_letters_when_the_saga_ends(fail: bool) -> None:
+async def test_unconsumed_events_become_dead_letters_when_the_saga_ends(
+    store_url: str, fail: bool
+) -> None:
     calls: list[str] = []
     definition = saga.Saga("dl", state=Trip, steps=[Gate(), simple_step("b", calls, fail=fail)])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         other = await runtime.start(definition, Trip(), saga_id="other")
         await wait_status(runtime, "s", saga.Status.WAITING)
@@ -317,13 +318,13 @@ class Money(msgspec.Struct):
     currency: str
 
 
-async def test_payloads_arrive_as_plain_values() -> None:
+async def test_payloads_arrive_as_plain_values(store_url: str) -> None:
     class Five(Collect):
         count = 6
 
     step = Five()
     definition = saga.Saga("plain", state=Trip, steps=[step])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await runtime.send("s", "x", Money(amount=5, currency="EUR"))
         await runtime.send("s", "x", (1, 2.5, True))

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from _behaviour import (
     TERMINAL_KINDS,
-    URL,
     Boom,
     Gate,
     Trip,
@@ -24,11 +23,11 @@ import saga
 pytestmark = pytest.mark.anyio
 
 
-async def test_steps_run_in_order_and_result_is_completed_info() -> None:
+async def test_steps_run_in_order_and_result_is_completed_info(store_url: str) -> None:
     calls: list[str] = []
     steps = [simple_step(n, calls) for n in ("a", "b", "c")]
     trip = saga.Saga("trip", state=Trip, steps=steps, version=2)
-    async with saga.Runtime(URL, sagas=[trip]) as runtime:
+    async with saga.Runtime(store_url, sagas=[trip]) as runtime:
         handle = await runtime.start(trip, Trip(), saga_id="t-1")
         assert handle.saga_id == "t-1"
         info = await handle.result(timeout=5)
@@ -68,7 +67,7 @@ async def test_steps_run_in_order_and_result_is_completed_info() -> None:
         }
 
 
-async def test_step_started_is_committed_before_every_handler_invocation() -> None:
+async def test_step_started_is_committed_before_every_handler_invocation(store_url: str) -> None:
     seen: list[tuple[str, str | None, str, int, int]] = []
     runtime_box: list[saga.Runtime] = []
 
@@ -108,7 +107,7 @@ async def test_step_started_is_committed_before_every_handler_invocation() -> No
             await look(ctx, "compensate")
 
     definition = saga.Saga("look", state=Trip, steps=[Waits(), Fails()])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         runtime_box.append(runtime)
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await wait_status(runtime, "s", saga.Status.WAITING)
@@ -130,7 +129,7 @@ async def test_step_started_is_committed_before_every_handler_invocation() -> No
     assert len(of_kind(records, "step_started")) == len(seen)
 
 
-async def test_state_is_saved_in_the_record_that_ends_the_handler() -> None:
+async def test_state_is_saved_in_the_record_that_ends_the_handler(store_url: str) -> None:
     class Count(saga.Step):
         async def run(self, ctx: saga.StepContext[Trip]) -> saga.Wait:
             ctx.state.n = 1
@@ -145,7 +144,7 @@ async def test_state_is_saved_in_the_record_that_ends_the_handler() -> None:
             ctx.state.log.append(f"n={ctx.state.n}")
 
     definition = saga.Saga("state", state=Trip, steps=[Count(), Tag()])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         waiting = await wait_status(runtime, "s", saga.Status.WAITING)
         await runtime.send("s", "more", 7)
@@ -163,7 +162,7 @@ async def test_state_is_saved_in_the_record_that_ends_the_handler() -> None:
     assert info.state == Trip(log=["n=7"], n=7)
 
 
-async def test_state_changes_of_a_failing_handler_are_discarded() -> None:
+async def test_state_changes_of_a_failing_handler_are_discarded(store_url: str) -> None:
     seen: list[tuple[int, list[str]]] = []
 
     class Flaky(saga.Step):
@@ -185,7 +184,7 @@ async def test_state_changes_of_a_failing_handler_are_discarded() -> None:
             seen.append((ctx.state.n, list(ctx.state.log)))
 
     definition = saga.Saga("discard", state=Trip, steps=[Flaky(), Last()])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         info = await (await runtime.start(definition, Trip(n=1), saga_id="s")).result(timeout=5)
         records = await runtime.history("s")
 
@@ -196,7 +195,7 @@ async def test_state_changes_of_a_failing_handler_are_discarded() -> None:
         assert "state" not in failed.data
 
 
-async def test_context_fields_and_idempotency_keys() -> None:
+async def test_context_fields_and_idempotency_keys(store_url: str) -> None:
     seen: list[dict[str, Any]] = []
 
     def note(ctx: saga.StepContext[Trip], handler: str) -> None:
@@ -233,7 +232,7 @@ async def test_context_fields_and_idempotency_keys() -> None:
             note(ctx, "compensate")
 
     definition = saga.Saga("keys", state=Trip, steps=[Pay(), Ship()])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         for saga_id in ("k-1", "k-2"):
             handle = await runtime.start(definition, Trip(), saga_id=saga_id)
             await wait_status(runtime, saga_id, saga.Status.WAITING)
@@ -298,7 +297,7 @@ async def test_start_is_durable(tmp_path: Path) -> None:
         assert (await runtime.handle("d-1").result(timeout=5)).status is saga.Status.COMPLETED
 
 
-async def test_start_commits_the_first_step_started_with_saga_started() -> None:
+async def test_start_commits_the_first_step_started_with_saga_started(store_url: str) -> None:
     writes: list[tuple[str, list[int]]] = []
     seen: list[str] = []
     runtime_box: list[saga.Runtime] = []
@@ -319,7 +318,7 @@ async def test_start_commits_the_first_step_started_with_saga_started() -> None:
             seen.append("run: " + ",".join(r.kind for r in log))
 
     definition = saga.Saga("one-commit", state=Trip, steps=[First()], observers=[Note()])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         runtime_box.append(runtime)
         store = runtime.store
         start, append = store.start, store.append
@@ -349,11 +348,11 @@ async def test_start_commits_the_first_step_started_with_saga_started() -> None:
     ]
 
 
-async def test_result_of_a_saga_running_here_needs_no_read() -> None:
+async def test_result_of_a_saga_running_here_needs_no_read(store_url: str) -> None:
     calls: list[str] = []
     steps = [simple_step(n, calls) for n in ("a", "b")]
     definition = saga.Saga("no-read", state=Trip, steps=steps)
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         store = runtime.store
         read = store.saga
         reads: list[str] = []
@@ -373,10 +372,10 @@ async def test_result_of_a_saga_running_here_needs_no_read() -> None:
     assert info.state == Trip(n=7, log=["a", "b"])
 
 
-async def test_start_existing_id_with_same_definition_starts_nothing() -> None:
+async def test_start_existing_id_with_same_definition_starts_nothing(store_url: str) -> None:
     gate = Gate()
     definition = saga.Saga("once", state=Trip, steps=[gate])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         await runtime.start(definition, Trip(n=1), saga_id="s")
         await wait_status(runtime, "s", saga.Status.WAITING)
         before = await runtime.history("s")
@@ -397,12 +396,12 @@ async def test_start_existing_id_with_same_definition_starts_nothing() -> None:
     assert kinds(after).count("saga_started") == 1
 
 
-async def test_start_existing_id_with_another_definition_raises_saga_exists() -> None:
+async def test_start_existing_id_with_another_definition_raises_saga_exists(store_url: str) -> None:
     calls: list[str] = []
     v1 = saga.Saga("pay", state=Trip, steps=[simple_step("a", calls)], version=1)
     v2 = saga.Saga("pay", state=Trip, steps=[simple_step("a", calls)], version=2)
     other = saga.Saga("refund", state=Trip, steps=[simple_step("a", calls)])
-    async with saga.Runtime(URL, sagas=[v1, v2, other]) as runtime:
+    async with saga.Runtime(store_url, sagas=[v1, v2, other]) as runtime:
         await (await runtime.start(v1, Trip(), saga_id="s")).result(timeout=5)
         before = await runtime.history("s")
         with pytest.raises(saga.SagaExists):
@@ -418,13 +417,13 @@ async def test_start_existing_id_with_another_definition_raises_saga_exists() ->
     assert issubclass(saga.SagaExists, saga.SagaError)
 
 
-async def test_start_by_name_picks_the_highest_registered_version() -> None:
+async def test_start_by_name_picks_the_highest_registered_version(store_url: str) -> None:
     calls: list[str] = []
     versions = [
         saga.Saga("pay", state=Trip, steps=[simple_step(f"v{v}", calls)], version=v)
         for v in (1, 3, 2)
     ]
-    async with saga.Runtime(URL, sagas=versions) as runtime:
+    async with saga.Runtime(store_url, sagas=versions) as runtime:
         info = await (await runtime.start("pay", Trip(), saga_id="s")).result(timeout=5)
         first = (await runtime.history("s"))[0]
     assert (info.name, info.version) == ("pay", 3)
@@ -432,10 +431,10 @@ async def test_start_by_name_picks_the_highest_registered_version() -> None:
     assert calls == ["v3.run"]
 
 
-async def test_generated_ids_when_saga_id_is_none() -> None:
+async def test_generated_ids_when_saga_id_is_none(store_url: str) -> None:
     calls: list[str] = []
     definition = saga.Saga("gen", state=Trip, steps=[simple_step("a", calls)])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handles = [await runtime.start(definition, Trip()) for _ in range(3)]
         ids = [h.saga_id for h in handles]
         infos = [await h.result(timeout=5) for h in handles]
@@ -456,7 +455,7 @@ async def test_generated_ids_when_saga_id_is_none() -> None:
     ],
 )
 async def test_a_terminal_record_is_always_last(
-    fail: bool, compensation_fails: bool, status: saga.Status
+    store_url: str, fail: bool, compensation_fails: bool, status: saga.Status
 ) -> None:
     class First(saga.Step):
         compensation_retry = saga.RetryPolicy(max_attempts=1)
@@ -470,7 +469,7 @@ async def test_a_terminal_record_is_always_last(
 
     calls: list[str] = []
     definition = saga.Saga("end", state=Trip, steps=[First(), simple_step("b", calls, fail=fail)])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await wait_status(runtime, "s", saga.Status.WAITING)
         await runtime.send("s", "go", key="k")

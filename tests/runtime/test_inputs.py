@@ -16,7 +16,6 @@ import saga
 
 pytestmark = pytest.mark.anyio
 
-MEMORY = "sqlite:///:memory:"
 LIMIT = 2_000
 
 
@@ -91,8 +90,8 @@ async def assert_next_event_is(rt: saga.Runtime, payload: Any) -> None:
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)
-async def test_bad_ids_and_names_are_rejected(bad: str) -> None:
-    async with saga.Runtime(MEMORY, sagas=[cart]) as rt:
+async def test_bad_ids_and_names_are_rejected(store_url: str, bad: str) -> None:
+    async with saga.Runtime(store_url, sagas=[cart]) as rt:
         before = await waiting_cart(rt)
         with pytest.raises(ValueError, match="saga_id"):
             await rt.start(cart, Cart(), saga_id=bad)
@@ -120,8 +119,8 @@ async def test_bad_ids_and_names_are_rejected(bad: str) -> None:
 
 
 @pytest.mark.parametrize("wrong", WRONG_TYPES)
-async def test_ids_of_the_wrong_type(wrong: Any) -> None:
-    async with saga.Runtime(MEMORY, sagas=[cart]) as rt:
+async def test_ids_of_the_wrong_type(store_url: str, wrong: Any) -> None:
+    async with saga.Runtime(store_url, sagas=[cart]) as rt:
         before = await waiting_cart(rt)
         bad_id: Any = 0 if wrong is None else wrong  # None asks for a generated id
         with pytest.raises(TypeError, match="saga_id"):
@@ -138,10 +137,10 @@ async def test_ids_of_the_wrong_type(wrong: Any) -> None:
         await assert_next_event_is(rt, "last")
 
 
-async def test_longest_allowed_id_and_names_work() -> None:
+async def test_longest_allowed_id_and_names_work(store_url: str) -> None:
     long = "x" * 255
     long_cart = saga.Saga(long, state=Cart, steps=[Collect()])
-    async with saga.Runtime(MEMORY, sagas=[long_cart]) as rt:
+    async with saga.Runtime(store_url, sagas=[long_cart]) as rt:
         handle = await rt.start(long, Cart(), saga_id=long)
         await status_is(rt, long, saga.Status.WAITING)
         await rt.send(long, "item", "last", key="k", event_id=long)
@@ -152,10 +151,10 @@ async def test_longest_allowed_id_and_names_work() -> None:
 # -- definitions and state ------------------------------------------------------------------
 
 
-async def test_unknown_definitions() -> None:
+async def test_unknown_definitions(store_url: str) -> None:
     lookalike = saga.Saga("cart", state=Cart, steps=[Collect()])
     stranger = saga.Saga("stranger", state=Cart, steps=[Collect()])
-    async with saga.Runtime(MEMORY, sagas=[cart]) as rt:
+    async with saga.Runtime(store_url, sagas=[cart]) as rt:
         with pytest.raises(saga.UnknownDefinition, match="nope"):
             await rt.start("nope", Cart())
         with pytest.raises(saga.UnknownDefinition):
@@ -173,8 +172,8 @@ class NotCart(msgspec.Struct):
 
 
 @pytest.mark.parametrize("state", [NotCart(), {"items": []}, None, "cart"])
-async def test_state_of_the_wrong_type(state: Any) -> None:
-    async with saga.Runtime(MEMORY, sagas=[cart]) as rt:
+async def test_state_of_the_wrong_type(store_url: str, state: Any) -> None:
+    async with saga.Runtime(store_url, sagas=[cart]) as rt:
         with pytest.raises(TypeError, match="Cart"):
             await rt.start(cart, state, saga_id="a")
         with pytest.raises(TypeError, match="Cart"):
@@ -185,8 +184,8 @@ async def test_state_of_the_wrong_type(state: Any) -> None:
 
 
 @pytest.mark.parametrize("payload", [object(), 1j, {"fn": print}, [Cart, 1], {("a", 1): object()}])
-async def test_payload_that_cannot_be_encoded(payload: Any) -> None:
-    async with saga.Runtime(MEMORY, sagas=[cart]) as rt:
+async def test_payload_that_cannot_be_encoded(store_url: str, payload: Any) -> None:
+    async with saga.Runtime(store_url, sagas=[cart]) as rt:
         before = await waiting_cart(rt)
         with pytest.raises(TypeError, match="payload"):
             await rt.send("c", "item", payload, key="k")
@@ -194,12 +193,12 @@ async def test_payload_that_cannot_be_encoded(payload: Any) -> None:
         await assert_next_event_is(rt, "last")
 
 
-async def test_state_that_cannot_be_encoded() -> None:
+async def test_state_that_cannot_be_encoded(store_url: str) -> None:
     class Bad(msgspec.Struct):
         thing: Any = None
 
     bad = saga.Saga("bad", state=Bad, steps=[Collect()])
-    async with saga.Runtime(MEMORY, sagas=[bad]) as rt:
+    async with saga.Runtime(store_url, sagas=[bad]) as rt:
         with pytest.raises(TypeError, match="state"):
             await rt.start(bad, Bad(thing=object()), saga_id="b")
         assert await rt.list() == []
@@ -209,8 +208,8 @@ async def test_state_that_cannot_be_encoded() -> None:
 # -- sizes ----------------------------------------------------------------------------------
 
 
-async def test_oversized_state_at_start() -> None:
-    async with saga.Runtime(MEMORY, sagas=[cart], max_payload_bytes=LIMIT) as rt:
+async def test_oversized_state_at_start(store_url: str) -> None:
+    async with saga.Runtime(store_url, sagas=[cart], max_payload_bytes=LIMIT) as rt:
         with pytest.raises(saga.PayloadTooLarge, match=str(LIMIT)):
             await rt.start(cart, Cart(items=["x" * LIMIT]), saga_id="big")
         assert await rt.list() == []
@@ -223,8 +222,8 @@ async def test_oversized_state_at_start() -> None:
         assert [i.saga_id for i in await rt.list()] == ["ok"]
 
 
-async def test_oversized_payload_and_reason() -> None:
-    async with saga.Runtime(MEMORY, sagas=[cart], max_payload_bytes=LIMIT) as rt:
+async def test_oversized_payload_and_reason(store_url: str) -> None:
+    async with saga.Runtime(store_url, sagas=[cart], max_payload_bytes=LIMIT) as rt:
         before = await waiting_cart(rt)
         with pytest.raises(saga.PayloadTooLarge):
             await rt.send("c", "item", "x" * LIMIT, key="k")
@@ -237,8 +236,8 @@ async def test_oversized_payload_and_reason() -> None:
         await assert_next_event_is(rt, "last")
 
 
-async def test_state_that_grows_too_large_in_a_step_fails_without_retry() -> None:
-    async with saga.Runtime(MEMORY, sagas=[growing], max_payload_bytes=LIMIT) as rt:
+async def test_state_that_grows_too_large_in_a_step_fails_without_retry(store_url: str) -> None:
+    async with saga.Runtime(store_url, sagas=[growing], max_payload_bytes=LIMIT) as rt:
         info = await (await rt.start(growing, Cart(), saga_id="g")).result(timeout=5)
         history = await rt.history("g")
     assert info.status is saga.Status.COMPENSATED

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from _behaviour import URL, Boom, Gate, Trip, of_kind, simple_step, wait_records, wait_status
+from _behaviour import Boom, Gate, Trip, of_kind, simple_step, wait_records, wait_status
 
 import saga
 from saga._requests import encode_request
@@ -59,11 +59,11 @@ async def request(path: Path, saga_id: str, kind: str, *, by: str = "cli:ops@hos
 # -- who and why ------------------------------------------------------------------------------
 
 
-async def test_abort_and_resume_record_who_and_why() -> None:
+async def test_abort_and_resume_record_who_and_why(store_url: str) -> None:
     undo = Undo()
     definition = failing(undo)
     gate = saga.Saga("gate", state=Trip, steps=[Gate()])
-    async with saga.Runtime(URL, sagas=[definition, gate]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition, gate]) as runtime:
         await runtime.start(gate, Trip(), saga_id="g")
         await wait_status(runtime, "g", saga.Status.WAITING)
         await runtime.abort("g", "customer cancelled", by="support:ana")
@@ -109,9 +109,9 @@ class Store(saga.Step):
         ctx.state.log.append(str(event.payload))
 
 
-async def test_an_export_holds_the_whole_log_and_replays_like_the_history() -> None:
+async def test_an_export_holds_the_whole_log_and_replays_like_the_history(store_url: str) -> None:
     definition = saga.Saga("blob", state=Blob, steps=[Store()], version=3)
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Blob(), saga_id="b")
         await wait_status(runtime, "b", saga.Status.WAITING)
         await runtime.send("b", "go", {"n": 1}, key="k")
@@ -153,9 +153,11 @@ async def test_an_export_holds_the_whole_log_and_replays_like_the_history() -> N
         ({"records": []}, "no records"),
     ],
 )
-async def test_a_bad_export_document_is_refused(change: dict[str, object], message: str) -> None:
+async def test_a_bad_export_document_is_refused(
+    store_url: str, change: dict[str, object], message: str
+) -> None:
     definition = saga.Saga("one", state=Trip, steps=[simple_step("a", [])])
-    async with saga.Runtime(URL, sagas=[definition]) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         await (await runtime.start(definition, Trip(), saga_id="s")).result(timeout=5)
         document = msgspec.json.decode((await runtime.export("s")).to_json())
     document.update(change)

@@ -14,7 +14,6 @@ from saga.testing import FakeClock
 
 pytestmark = pytest.mark.anyio
 
-MEMORY = "sqlite:///:memory:"
 STEP_KINDS = {
     "step_started",
     "step_waiting",
@@ -72,8 +71,8 @@ def _reset_calls() -> None:
     calls.clear()
 
 
-def runtime(clock: FakeClock, *sagas: saga.Saga[Any]) -> saga.Runtime:
-    return saga.Runtime(MEMORY, sagas=list(sagas) or [order_saga], clock=clock)
+def runtime(url: str, clock: FakeClock, *sagas: saga.Saga[Any]) -> saga.Runtime:
+    return saga.Runtime(url, sagas=list(sagas) or [order_saga], clock=clock)
 
 
 async def run_declined(rt: saga.Runtime, clock: FakeClock, saga_id: str) -> saga.SagaInfo:
@@ -88,8 +87,8 @@ async def run_declined(rt: saga.Runtime, clock: FakeClock, saga_id: str) -> saga
 # -- replay ---------------------------------------------------------------------------------
 
 
-async def test_replay_agrees_with_get_at_the_end(clock: FakeClock) -> None:
-    async with runtime(clock) as rt:
+async def test_replay_agrees_with_get_at_the_end(store_url: str, clock: FakeClock) -> None:
+    async with runtime(store_url, clock) as rt:
         info = await run_declined(rt, clock, "o-1")
         history = await rt.history("o-1")
         assert await rt.get("o-1") == info
@@ -107,8 +106,8 @@ async def test_replay_agrees_with_get_at_the_end(clock: FakeClock) -> None:
     assert last.error == saga.ErrorInfo(type="RuntimeError", message="declined: card", step="Pay")
 
 
-async def test_replay_yields_info_after_each_record(clock: FakeClock) -> None:
-    async with runtime(clock) as rt:
+async def test_replay_yields_info_after_each_record(store_url: str, clock: FakeClock) -> None:
+    async with runtime(store_url, clock) as rt:
         await run_declined(rt, clock, "o-1")
         history = await rt.history("o-1")
 
@@ -151,8 +150,8 @@ async def test_replay_yields_info_after_each_record(clock: FakeClock) -> None:
     assert [info.updated_at for _, info in pairs] == [r.at for r in history]
 
 
-async def test_replay_of_a_waiting_saga_agrees_with_get(clock: FakeClock) -> None:
-    async with runtime(clock) as rt:
+async def test_replay_of_a_waiting_saga_agrees_with_get(store_url: str, clock: FakeClock) -> None:
+    async with runtime(store_url, clock) as rt:
         await rt.start(order_saga, Order(order_id="o-2"), saga_id="o-2")
         info = await _wait_for_status(rt, "o-2", saga.Status.WAITING)
         history = await rt.history("o-2")
@@ -162,8 +161,8 @@ async def test_replay_of_a_waiting_saga_agrees_with_get(clock: FakeClock) -> Non
         assert last.state == Order(order_id="o-2", reserved=True, log=["reserve", "asked"])
 
 
-async def test_replay_runs_no_step_code(clock: FakeClock) -> None:
-    async with runtime(clock) as rt:
+async def test_replay_runs_no_step_code(store_url: str, clock: FakeClock) -> None:
+    async with runtime(store_url, clock) as rt:
         await run_declined(rt, clock, "o-1")
         history = await rt.history("o-1")
     before = dict(calls)
@@ -179,8 +178,8 @@ async def test_replay_runs_no_step_code(clock: FakeClock) -> None:
     assert dict(calls) == before
 
 
-async def test_replay_partial_log_is_a_prefix(clock: FakeClock) -> None:
-    async with runtime(clock) as rt:
+async def test_replay_partial_log_is_a_prefix(store_url: str, clock: FakeClock) -> None:
+    async with runtime(store_url, clock) as rt:
         await run_declined(rt, clock, "o-1")
         history = await rt.history("o-1")
     full = list(saga.replay(history, order_saga))
@@ -205,9 +204,9 @@ class Other(saga.Step):
     ids=["version", "name", "step-renamed", "step-order", "step-missing"],
 )
 async def test_replay_with_another_definition_raises(
-    clock: FakeClock, definition: saga.Saga[Any]
+    store_url: str, clock: FakeClock, definition: saga.Saga[Any]
 ) -> None:
-    async with runtime(clock) as rt:
+    async with runtime(store_url, clock) as rt:
         await run_declined(rt, clock, "o-1")
         history = await rt.history("o-1")
     with pytest.raises(saga.DefinitionMismatch):
@@ -222,9 +221,9 @@ def test_replay_of_nothing_yields_nothing() -> None:
 # -- records --------------------------------------------------------------------------------
 
 
-async def test_record_fields(clock: FakeClock) -> None:
+async def test_record_fields(store_url: str, clock: FakeClock) -> None:
     start = clock.now()
-    async with runtime(clock) as rt:
+    async with runtime(store_url, clock) as rt:
         await run_declined(rt, clock, "o-1")
         history = await rt.history("o-1")
 
@@ -285,8 +284,8 @@ async def _wait_for_status(rt: saga.Runtime, saga_id: str, status: saga.Status) 
     return info
 
 
-async def test_get_fields(clock: FakeClock) -> None:
-    async with runtime(clock) as rt:
+async def test_get_fields(store_url: str, clock: FakeClock) -> None:
+    async with runtime(store_url, clock) as rt:
         await rt.start(order_saga, Order(order_id="o-1"), saga_id="o-1")
         info = await _wait_for_status(rt, "o-1", saga.Status.WAITING)
         assert isinstance(info, saga.SagaInfo)
@@ -297,13 +296,13 @@ async def test_get_fields(clock: FakeClock) -> None:
         assert info.created_at == info.updated_at == clock.now()
 
 
-async def test_list_newest_first_with_filters_and_limit(clock: FakeClock) -> None:
+async def test_list_newest_first_with_filters_and_limit(store_url: str, clock: FakeClock) -> None:
     class Quick(saga.Step):
         async def run(self, ctx: saga.StepContext[Order]) -> None:
             return None
 
     quick = saga.Saga("quick", state=Order, steps=[Quick()])
-    async with runtime(clock, order_saga, quick) as rt:
+    async with runtime(store_url, clock, order_saga, quick) as rt:
         for i in range(3):
             await rt.start(order_saga, Order(order_id=f"o-{i}"), saga_id=f"o-{i}")
             await _wait_for_status(rt, f"o-{i}", saga.Status.WAITING)
@@ -331,16 +330,16 @@ async def test_list_newest_first_with_filters_and_limit(clock: FakeClock) -> Non
         assert isinstance(listed["q-0"].state, Order)
 
 
-async def test_list_rejects_bad_arguments(clock: FakeClock) -> None:
-    async with runtime(clock) as rt:
+async def test_list_rejects_bad_arguments(store_url: str, clock: FakeClock) -> None:
+    async with runtime(store_url, clock) as rt:
         with pytest.raises(ValueError, match="status"):
             await rt.list(status="DONE")
         with pytest.raises(ValueError, match="limit"):
             await rt.list(limit=0)
 
 
-async def test_history_grows_as_the_saga_moves(clock: FakeClock) -> None:
-    async with runtime(clock) as rt:
+async def test_history_grows_as_the_saga_moves(store_url: str, clock: FakeClock) -> None:
+    async with runtime(store_url, clock) as rt:
         handle = await rt.start(order_saga, Order(order_id="o-1"), saga_id="o-1")
         await _wait_for_status(rt, "o-1", saga.Status.WAITING)
         early = await rt.history("o-1")
@@ -359,8 +358,8 @@ async def test_history_grows_as_the_saga_moves(clock: FakeClock) -> None:
         assert info.seq == late[-1].seq == len(late)
 
 
-async def test_unknown_id(clock: FakeClock) -> None:
-    async with runtime(clock) as rt:
+async def test_unknown_id(store_url: str, clock: FakeClock) -> None:
+    async with runtime(store_url, clock) as rt:
         await rt.start(order_saga, Order(order_id="o-1"), saga_id="o-1")
         with pytest.raises(saga.UnknownSaga, match="o-2"):
             await rt.get("o-2")

@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 from _behaviour import (
-    URL,
     Boom,
     Trip,
     of_kind,
@@ -25,7 +24,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.mark.parametrize("timeout", [30, 30.0, timedelta(seconds=30), timedelta(hours=2)])
 async def test_a_wait_times_out_and_on_timeout_runs(
-    clock: FakeClock, timeout: float | timedelta
+    store_url: str, clock: FakeClock, timeout: float | timedelta
 ) -> None:
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
     seen: list[tuple[int, bool]] = []
@@ -40,7 +39,7 @@ async def test_a_wait_times_out_and_on_timeout_runs(
 
     t0 = clock.now()
     definition = saga.Saga("hold", state=Trip, steps=[Hold()])
-    async with saga.Runtime(URL, sagas=[definition], clock=clock) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await wait_status(runtime, "s", saga.Status.WAITING)
         clock.advance(seconds - 1)
@@ -65,7 +64,9 @@ async def test_a_wait_times_out_and_on_timeout_runs(
     assert of_kind(records, "wait_timed_out")[0].at == t0 + seconds
 
 
-async def test_default_on_timeout_raises_step_timeout_and_compensates(clock: FakeClock) -> None:
+async def test_default_on_timeout_raises_step_timeout_and_compensates(
+    store_url: str, clock: FakeClock
+) -> None:
     calls: list[str] = []
 
     class Hold(saga.Step):
@@ -76,7 +77,7 @@ async def test_default_on_timeout_raises_step_timeout_and_compensates(clock: Fak
             calls.append("Hold.compensate")
 
     definition = saga.Saga("hold", state=Trip, steps=[simple_step("a", calls), Hold()])
-    async with saga.Runtime(URL, sagas=[definition], clock=clock) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await wait_status(runtime, "s", saga.Status.WAITING)
         clock.advance(5)
@@ -97,7 +98,7 @@ async def test_default_on_timeout_raises_step_timeout_and_compensates(clock: Fak
     assert (info.error.type, info.error.step) == ("StepTimeout", "Hold")
 
 
-async def test_on_timeout_may_return_another_wait(clock: FakeClock) -> None:
+async def test_on_timeout_may_return_another_wait(store_url: str, clock: FakeClock) -> None:
     seen: list[str] = []
 
     class Patient(saga.Step):
@@ -113,7 +114,7 @@ async def test_on_timeout_may_return_another_wait(clock: FakeClock) -> None:
 
     t0 = clock.now()
     definition = saga.Saga("patient", state=Trip, steps=[Patient()])
-    async with saga.Runtime(URL, sagas=[definition], clock=clock) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await wait_status(runtime, "s", saga.Status.WAITING)
         clock.advance(10)
@@ -137,7 +138,9 @@ async def test_on_timeout_may_return_another_wait(clock: FakeClock) -> None:
     ]
 
 
-async def test_retry_backoff_is_exponential_capped_and_durable(clock: FakeClock) -> None:
+async def test_retry_backoff_is_exponential_capped_and_durable(
+    store_url: str, clock: FakeClock
+) -> None:
     attempts: list[tuple[int, float]] = []
 
     class Flaky(saga.Step):
@@ -150,7 +153,7 @@ async def test_retry_backoff_is_exponential_capped_and_durable(clock: FakeClock)
 
     t0 = clock.now()
     definition = saga.Saga("flaky", state=Trip, steps=[Flaky()])
-    async with saga.Runtime(URL, sagas=[definition], clock=clock) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         for n, (wait, retry_at) in enumerate([(2, t0 + 2), (6, t0 + 8), (10, t0 + 18)], 1):
             records = await wait_records(runtime, "s", "step_failed", n)
@@ -183,7 +186,7 @@ async def test_retry_backoff_is_exponential_capped_and_durable(clock: FakeClock)
     ]
 
 
-async def test_retries_exhausted_start_compensation(clock: FakeClock) -> None:
+async def test_retries_exhausted_start_compensation(store_url: str, clock: FakeClock) -> None:
     calls: list[str] = []
     policy = saga.RetryPolicy(max_attempts=3, initial_interval=1, backoff=1)
     definition = saga.Saga(
@@ -191,7 +194,7 @@ async def test_retries_exhausted_start_compensation(clock: FakeClock) -> None:
         state=Trip,
         steps=[simple_step("a", calls), simple_step("b", calls, fail=True, retry=policy)],
     )
-    async with saga.Runtime(URL, sagas=[definition], clock=clock) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         for n in (1, 2):
             await wait_records(runtime, "s", "step_failed", n)
@@ -214,7 +217,9 @@ async def test_retries_exhausted_start_compensation(clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize("raised", [KeyError, IndexError])
-async def test_non_retryable_errors_fail_at_once(clock: FakeClock, raised: type[Exception]) -> None:
+async def test_non_retryable_errors_fail_at_once(
+    store_url: str, clock: FakeClock, raised: type[Exception]
+) -> None:
     calls: list[str] = []
 
     class Picky(saga.Step):
@@ -225,7 +230,7 @@ async def test_non_retryable_errors_fail_at_once(clock: FakeClock, raised: type[
             raise raised("missing")
 
     definition = saga.Saga("picky", state=Trip, steps=[Picky()])
-    async with saga.Runtime(URL, sagas=[definition], clock=clock) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         info = await (await runtime.start(definition, Trip(), saga_id="s")).result(timeout=5)
         records = await runtime.history("s")
 
@@ -237,7 +242,9 @@ async def test_non_retryable_errors_fail_at_once(clock: FakeClock, raised: type[
     assert info.status is saga.Status.COMPENSATED
 
 
-async def test_the_failed_on_event_is_retried_with_the_same_event(clock: FakeClock) -> None:
+async def test_the_failed_on_event_is_retried_with_the_same_event(
+    store_url: str, clock: FakeClock
+) -> None:
     runs: list[int] = []
     seen: list[tuple[int, saga.Event, int]] = []
 
@@ -256,7 +263,7 @@ async def test_the_failed_on_event_is_retried_with_the_same_event(clock: FakeClo
                 raise Boom("not yet")
 
     definition = saga.Saga("settle", state=Trip, steps=[Settle()])
-    async with saga.Runtime(URL, sagas=[definition], clock=clock) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await wait_status(runtime, "s", saga.Status.WAITING)
         await runtime.send("s", "settled", {"amount": 3}, key="k", event_id="ev")
@@ -283,7 +290,7 @@ async def test_the_failed_on_event_is_retried_with_the_same_event(clock: FakeClo
     assert [d.event_id for d in dead] == ["ev-other"]
 
 
-async def test_the_failed_on_timeout_is_retried(clock: FakeClock) -> None:
+async def test_the_failed_on_timeout_is_retried(store_url: str, clock: FakeClock) -> None:
     seen: list[str] = []
 
     class Hold(saga.Step):
@@ -299,7 +306,7 @@ async def test_the_failed_on_timeout_is_retried(clock: FakeClock) -> None:
                 raise Boom("once")
 
     definition = saga.Saga("hold", state=Trip, steps=[Hold()])
-    async with saga.Runtime(URL, sagas=[definition], clock=clock) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         await wait_status(runtime, "s", saga.Status.WAITING)
         clock.advance(1)
@@ -310,7 +317,9 @@ async def test_the_failed_on_timeout_is_retried(clock: FakeClock) -> None:
     assert info.status is saga.Status.COMPLETED
 
 
-async def test_compensation_backoff_keeps_the_saga_compensating(clock: FakeClock) -> None:
+async def test_compensation_backoff_keeps_the_saga_compensating(
+    store_url: str, clock: FakeClock
+) -> None:
     calls: list[str] = []
 
     class Undo(saga.Step):
@@ -326,7 +335,7 @@ async def test_compensation_backoff_keeps_the_saga_compensating(clock: FakeClock
 
     t0 = clock.now()
     definition = saga.Saga("undo", state=Trip, steps=[Undo(), simple_step("b", [], fail=True)])
-    async with saga.Runtime(URL, sagas=[definition], clock=clock) as runtime:
+    async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         for n, (wait, retry_at) in enumerate([(7, t0 + 7), (14, t0 + 21)], 1):
             records = await wait_records(runtime, "s", "step_failed", n + 1)

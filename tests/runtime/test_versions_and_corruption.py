@@ -197,7 +197,7 @@ class Corruptible:
         assert len(await query(self.schema, sql, value, saga_id)) == 1
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def corruptible(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Corruptible]:
     if request.param == "sqlite":
         path = tmp_path / "orders.db"
