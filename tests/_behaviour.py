@@ -59,20 +59,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0)
             await anyio.sleep(0.005)
 
 
-async def wait_status(runtime: saga.Runtime, saga_id: str, status: saga.Status) -> saga.SagaInfo:
-    """Wait until the saga has ``status`` and return its info."""
-    info: saga.SagaInfo | None = None
-
-    async def check() -> bool:
-        nonlocal info
-        info = await runtime.get(saga_id)
-        return info.status is status
-
-    await eventually(check)
-    assert info is not None
-    return info
-
-
 async def wait_records(
     runtime: saga.Runtime, saga_id: str, kind: str, count: int = 1
 ) -> list[saga.Record]:

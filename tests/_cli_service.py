@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 import msgspec
+from _wait import wait_until
 
 import saga
 from saga.testing import FakeClock
@@ -66,12 +67,6 @@ class Pay(saga.Step):
 TRIP = saga.Saga("book-trip", state=Trip, steps=[Reserve(), Pay()])
 
 
-async def until(runtime: saga.Runtime, saga_id: str, *statuses: saga.Status) -> None:
-    with anyio.fail_after(30):
-        while (await runtime.get(saga_id)).status not in statuses:  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-
-
 async def populate(url: str) -> None:
     import time
 
@@ -80,7 +75,7 @@ async def populate(url: str) -> None:
         ids = ["ok-1", "declined-1", "late-1", "stuck-1", "wait-1"]
         for saga_id in ids:
             await runtime.start(TRIP, Trip(trip_id=saga_id), saga_id=saga_id)
-            await until(runtime, saga_id, saga.Status.WAITING)
+            await wait_until(runtime, saga_id, saga.Status.WAITING, timeout=30)
             clock.advance(1)
         await runtime.send("ok-1", "payment.settled", {"ok": True}, key="ok-1")
         await runtime.send("declined-1", "promo", {"code": "SPRING"}, event_id="promo-1")
@@ -89,10 +84,10 @@ async def populate(url: str) -> None:
         await runtime.send("stuck-1", "payment.settled", {"ok": False}, key="stuck-1")
         await runtime.send("wait-1", "note", {"text": "early"}, event_id="note-1")
         for saga_id in ("ok-1", "declined-1", "stuck-1"):
-            await until(runtime, saga_id, saga.Status.COMPLETED, saga.Status.COMPENSATED,
-                        saga.Status.FAILED)  # fmt: skip
+            await wait_until(runtime, saga_id, saga.Status.COMPLETED, saga.Status.COMPENSATED,
+                             saga.Status.FAILED, timeout=30)  # fmt: skip
         clock.advance(61)  # late-1's payment never came (wait-1 started later: still waits)
-        await until(runtime, "late-1", saga.Status.COMPENSATED)
+        await wait_until(runtime, "late-1", saga.Status.COMPENSATED, timeout=30)
 
 
 async def serve(url: str) -> None:
@@ -101,13 +96,13 @@ async def serve(url: str) -> None:
             await runtime.start(TRIP, Trip(trip_id=f"hold-{n}"), saga_id=f"hold-{n}")
             await runtime.start(TRIP, Trip(trip_id=f"stuck-{n}"), saga_id=f"stuck-{n}")
             if (await runtime.get(f"stuck-{n}")).status is saga.Status.RUNNING:
-                await until(runtime, f"stuck-{n}", saga.Status.WAITING)
+                await wait_until(runtime, f"stuck-{n}", saga.Status.WAITING, timeout=30)
                 await runtime.send(f"stuck-{n}", "payment.settled", {"ok": False},
                                    key=f"stuck-{n}", event_id=f"decline-{n}")  # fmt: skip
         later = (saga.Status.COMPENSATING, saga.Status.COMPENSATED)  # after an operator
         for n in (1, 2):
-            await until(runtime, f"hold-{n}", saga.Status.WAITING, *later)
-            await until(runtime, f"stuck-{n}", saga.Status.FAILED, *later)
+            await wait_until(runtime, f"hold-{n}", saga.Status.WAITING, *later, timeout=30)
+            await wait_until(runtime, f"stuck-{n}", saga.Status.FAILED, *later, timeout=30)
         print("READY", flush=True)
         await anyio.to_thread.run_sync(sys.stdin.read)  # until the test closes stdin
 

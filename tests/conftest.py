@@ -9,7 +9,8 @@ file by its base name with its own folder first on ``sys.path``, so base names a
 across folders, and a helper module beside its tests (``store/store_contract.py``) is
 imported by name. This folder is on ``sys.path`` too (pytest puts the conftest's folder
 there), so the helpers shared by several folders live here: ``_pg.py``, ``_behaviour.py``,
-``_cli.py``, ``_processes.py``. A script run as a child process finds them through
+``_cli.py``, ``_processes.py`` and ``_wait.py`` (`wait_until`, the one way to wait for a
+saga's status). A script run as a child process finds them through
 ``_processes.child_env()``.
 
 A behaviour test runs on every store backend by taking the ``store_url`` fixture (one run

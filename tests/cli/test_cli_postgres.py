@@ -8,8 +8,9 @@ import sys
 
 import anyio
 import pytest
-from _behaviour import Gate, Trip, simple_step, wait_status
+from _behaviour import Gate, Trip, simple_step
 from _pg import url_for
+from _wait import wait_until
 
 import saga
 
@@ -30,7 +31,7 @@ async def test_list_show_and_abort_against_a_live_postgresql_worker(schema: str)
     url = url_for(schema)
     async with saga.Runtime(url, sagas=[definition]) as runtime:
         await runtime.start(definition, Trip(), saga_id="t-1")
-        await wait_status(runtime, "t-1", saga.Status.WAITING)
+        await wait_until(runtime, "t-1", saga.Status.WAITING)
 
         listed = json.loads(await cli(url, "list", "--json"))
         assert [(i["saga_id"], i["status"]) for i in listed] == [("t-1", "WAITING")]
@@ -39,7 +40,7 @@ async def test_list_show_and_abort_against_a_live_postgresql_worker(schema: str)
 
         said = await cli(url, "abort", "t-1", "--reason", "customer cancelled", "--wait", "30")
         assert "t-1" in said
-        info = await wait_status(runtime, "t-1", saga.Status.COMPENSATED)
+        info = await wait_until(runtime, "t-1", saga.Status.COMPENSATED)
         assert info.error is not None
         assert "customer cancelled" in str(info.error)
         assert calls == ["Book.run", "Book.compensate"]

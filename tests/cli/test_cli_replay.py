@@ -14,8 +14,9 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from _behaviour import Boom, Trip, wait_status
+from _behaviour import Boom, Trip
 from _cli import many_json, ok
+from _wait import wait_until
 
 import saga
 
@@ -73,7 +74,7 @@ async def test_replay_at_every_seq_agrees_with_the_live_runtime(tmp_path: Path) 
     rested: dict[int, Any] = {}  # seq -> runtime.get while the saga waited
 
     async def rest(status: saga.Status) -> None:
-        info = await wait_status(runtime, "t", status)
+        info = await wait_until(runtime, "t", status)
         await anyio.sleep(0.05)
         info = await runtime.get("t")
         rested[info.seq] = msgspec.to_builtins(info)

@@ -62,13 +62,6 @@ def named(spans: Sequence[ReadableSpan], name: str) -> list[ReadableSpan]:
     return sorted((s for s in spans if s.name == name), key=lambda s: s.start_time or 0)
 
 
-async def until_status(runtime: saga.Runtime, saga_id: str, status: saga.Status) -> None:
-    """Wait (up to 10 s) until the saga has ``status``."""
-    with anyio.fail_after(10):
-        while (await runtime.get(saga_id)).status is not status:  # noqa: ASYNC110
-            await anyio.sleep(0.005)
-
-
 async def until_record(runtime: saga.Runtime, saga_id: str, kind: str, count: int = 1) -> None:
     """Wait (up to 10 s) until the saga's log has ``count`` records of ``kind``."""
     with anyio.fail_after(10):

@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 import msgspec
+from _wait import wait_until
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
@@ -105,12 +106,6 @@ class C(Plain):
 CRASH = saga.Saga("crash", state=Note, steps=[A(), W(), B(), C()])
 
 
-async def until_waiting(runtime: saga.Runtime, saga_id: str) -> None:
-    with anyio.fail_after(30):
-        while (await runtime.get(saga_id)).status is not saga.Status.WAITING:  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-
-
 async def main(db: str, spans: Path, mode: str) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(FileSpanExporter(spans)))
@@ -121,8 +116,8 @@ async def main(db: str, spans: Path, mode: str) -> None:
             for saga_id in ("w", "x"):
                 with tracer.start_as_current_span("request", attributes={"saga.id": saga_id}):
                     await rt.start(CRASH, Note(), saga_id=saga_id)
-            await until_waiting(rt, "w")
-            await until_waiting(rt, "x")
+            await wait_until(rt, "w", saga.Status.WAITING, timeout=30)
+            await wait_until(rt, "x", saga.Status.WAITING, timeout=30)
             with tracer.start_as_current_span("send", attributes={"saga.id": "x"}):
                 await rt.send("x", "go", key="x")
             # x now runs into B and blocks there; the parent kills us once it says so.

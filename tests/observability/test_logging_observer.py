@@ -8,7 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
-from _otel import named, tracing, until_status
+from _otel import named, tracing
+from _wait import wait_until
 
 import saga
 from observers import LoggingObserver, MetricsObserver, StateChangeRecorder, TracingObserver
@@ -61,7 +62,7 @@ async def test_one_line_per_transition_with_structured_fields(
     with caplog.at_level(logging.INFO, logger="test.sagas"):
         async with saga.Runtime(MEMORY, sagas=[TRIP], observers=[LoggingObserver(logger)]) as rt:
             handle = await rt.start(TRIP, State(), saga_id="t1")
-            await until_status(rt, "t1", saga.Status.WAITING)
+            await wait_until(rt, "t1", saga.Status.WAITING, timeout=10)
             await rt.send("t1", "paid", True)
             await handle.result(timeout=5)
             history = await rt.history("t1")
@@ -87,7 +88,7 @@ async def test_failures_are_warnings_and_a_failed_saga_is_an_error(
     with caplog.at_level(logging.INFO, logger="saga.transitions"):
         async with saga.Runtime(MEMORY, sagas=[STUCK], observers=[LoggingObserver()]) as rt:
             handle = await rt.start(STUCK, State(), saga_id="s")
-            await until_status(rt, "s", saga.Status.WAITING)
+            await wait_until(rt, "s", saga.Status.WAITING, timeout=10)
             await rt.send("s", "paid", False)
             assert (await handle.result(timeout=5)).status is saga.Status.FAILED
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "saga.transitions"]
@@ -124,7 +125,7 @@ async def test_an_observer_that_raises_changes_nothing_and_is_logged(
                      StateChangeRecorder(lambda change: None), LoggingObserver()]  # fmt: skip
         async with saga.Runtime(MEMORY, sagas=[TRIP], observers=observers) as rt:
             handle = await rt.start(TRIP, State(), saga_id="t")
-            await until_status(rt, "t", saga.Status.WAITING)
+            await wait_until(rt, "t", saga.Status.WAITING, timeout=10)
             await rt.send("t", "paid", False)
             info = await handle.result(timeout=5)
             history = await rt.history("t")
@@ -157,7 +158,7 @@ async def test_spans_are_unaffected_by_a_raising_observer() -> None:
     observers = [Raising(), TracingObserver(provider), Raising()]
     async with saga.Runtime(MEMORY, sagas=[TRIP], observers=observers) as rt:
         handle = await rt.start(TRIP, State(), saga_id="t")
-        await until_status(rt, "t", saga.Status.WAITING)
+        await wait_until(rt, "t", saga.Status.WAITING, timeout=10)
         await rt.send("t", "paid", True)
         await handle.result(timeout=5)
     spans = exporter.get_finished_spans()

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from _otel import Points, metering, points, until_record, until_status
+from _otel import Points, metering, points, until_record
+from _wait import wait_until
 
 import saga
 from observers import MetricsObserver
@@ -68,7 +69,7 @@ async def test_sagas_steps_and_events_are_counted(clock: FakeClock) -> None:
         for saga_id in ("ok", "declined", "aborted", "stuck"):
             await rt.start(TRIP, State(ok=saga_id != "stuck"), saga_id=saga_id)
         for saga_id in ("ok", "declined", "aborted", "stuck"):
-            await until_status(rt, saga_id, saga.Status.WAITING)
+            await wait_until(rt, saga_id, saga.Status.WAITING, timeout=10)
         waiting = points(reader)
         await rt.send("ok", "stray", "never consumed", key="ok")  # a dead letter, later
         await rt.send("ok", "paid", True, key="ok")
@@ -134,7 +135,7 @@ async def test_a_timeout_ends_a_wait_and_a_restart_counts_nothing_twice(
     async with saga.Runtime(url, sagas=[TRIP], observers=[MetricsObserver(provider)],
                             clock=clock) as rt:  # fmt: skip
         await rt.start(TRIP, State(), saga_id="t")
-        await until_status(rt, "t", saga.Status.WAITING)
+        await wait_until(rt, "t", saga.Status.WAITING, timeout=10)
     before = points(reader)
     assert value(before, "saga.sagas.waiting") == 1
 

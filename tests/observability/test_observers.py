@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
+from _wait import wait_until
 
 import saga
 from saga.testing import FakeClock
@@ -100,13 +101,6 @@ async def until(predicate: Any) -> None:
             await anyio.sleep(0.005)
 
 
-async def status_is(rt: saga.Runtime, saga_id: str, status: saga.Status) -> None:
-    async def check() -> bool:
-        return (await rt.get(saga_id)).status is status
-
-    await until(check)
-
-
 async def run_trip(
     clock: FakeClock, runtime_observers: list[saga.Observer], saga_observers: list[saga.Observer]
 ) -> tuple[Timeline, list[saga.Record]]:
@@ -121,7 +115,7 @@ async def run_trip(
     rt = saga.Runtime(MEMORY, sagas=[trip], observers=runtime_observers, clock=clock)
     async with rt:
         handle = await rt.start(trip, Trip(), saga_id="t-1")
-        await status_is(rt, "t-1", saga.Status.WAITING)
+        await wait_until(rt, "t-1", saga.Status.WAITING)
         await rt.send("t-1", "hotel.ok")
 
         async def flight_waiting() -> bool:
@@ -137,7 +131,7 @@ async def run_trip(
 
         await until(pay_backing_off)
         clock.advance(1)  # Pay's second attempt fails for good; compensation waits on Flight
-        await status_is(rt, "t-1", saga.Status.COMPENSATING)
+        await wait_until(rt, "t-1", saga.Status.COMPENSATING)
 
         async def compensation_waiting() -> bool:
             return (await rt.history("t-1"))[-1].kind == "step_waiting"
@@ -350,7 +344,7 @@ async def test_observers_skip_records_folded_during_recovery(tmp_path: Path) -> 
     first = Recorder()
     async with saga.Runtime(url, sagas=[waits], observers=[first]) as rt:
         await rt.start(waits, Trip(), saga_id="w")
-        await status_is(rt, "w", saga.Status.WAITING)
+        await wait_until(rt, "w", saga.Status.WAITING)
         before = await rt.history("w")
     assert [r.seq for r, _ in first.transitions] == [1, 2, 3]
 

@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 import msgspec
 import pytest
-from _otel import until_status
+from _wait import wait_until
 
 import saga
 from observers import JsonLinesSink, StateChange, StateChangeRecorder
@@ -90,7 +90,7 @@ async def test_changes_match_what_the_log_implies_on_every_path() -> None:
         await rt.start(TRIP, State(), saga_id="aborted")
         await rt.start(TRIP, State(undo_allowed=False), saga_id="failed")
         for saga_id in ("ok", "declined", "aborted", "failed"):
-            await until_status(rt, saga_id, saga.Status.WAITING)
+            await wait_until(rt, saga_id, saga.Status.WAITING, timeout=10)
         await rt.send("ok", "paid", True, key="ok")
         await rt.send("declined", "paid", False, key="declined")
         await rt.abort("aborted", "changed my mind")  # ends a wait: from WAITING
@@ -136,7 +136,7 @@ async def test_an_async_sink_is_awaited() -> None:
 
     async with saga.Runtime(MEMORY, sagas=[TRIP], observers=[StateChangeRecorder(sink)]) as rt:
         await rt.start(TRIP, State(), saga_id="a")
-        await until_status(rt, "a", saga.Status.WAITING)
+        await wait_until(rt, "a", saga.Status.WAITING, timeout=10)
         assert [c.kind for c in received] == ["saga_started", "step_completed", "step_waiting"]
 
 
@@ -150,7 +150,7 @@ async def test_json_lines_from_concurrent_sagas_parse_line_by_line(tmp_path: Pat
             for saga_id in ids:
                 tg.start_soon(functools.partial(rt.start, TRIP, State(), saga_id=saga_id))
         for saga_id in ids:
-            await until_status(rt, saga_id, saga.Status.WAITING)
+            await wait_until(rt, saga_id, saga.Status.WAITING, timeout=10)
         for saga_id in ids:
             await rt.send(saga_id, "paid", True, key=saga_id)
         for saga_id in ids:
@@ -200,7 +200,7 @@ async def test_a_failing_sink_is_logged_and_never_changes_the_saga(
     with caplog.at_level(logging.ERROR, logger="saga.observers"):
         async with saga.Runtime(MEMORY, sagas=[TRIP], observers=observers) as rt:
             handle = await rt.start(TRIP, State(), saga_id="s")
-            await until_status(rt, "s", saga.Status.WAITING)
+            await wait_until(rt, "s", saga.Status.WAITING, timeout=10)
             await rt.send("s", "paid", True, key="s")
             info = await handle.result(timeout=5)
             errors = rt.observer_errors

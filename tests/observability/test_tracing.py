@@ -7,7 +7,8 @@ from typing import Any
 
 import msgspec
 import pytest
-from _otel import named, tracing, until_record, until_status
+from _otel import named, tracing, until_record
+from _wait import wait_until
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
@@ -97,7 +98,7 @@ async def test_a_saga_is_one_trace_under_the_callers_span() -> None:
     async with saga.Runtime(MEMORY, sagas=[TRIP], observers=[observer]) as rt:
         with tracer.start_as_current_span("POST /trips"):
             handle = await rt.start(TRIP, State(), saga_id="t1")
-        await until_status(rt, "t1", saga.Status.WAITING)
+        await wait_until(rt, "t1", saga.Status.WAITING, timeout=10)
         with tracer.start_as_current_span("POST /trips/t1/events"):
             await rt.send("t1", "paid", {"ok": True}, key="t1", event_id="pay-1")
         info = await handle.result(timeout=5)
@@ -167,7 +168,7 @@ async def test_compensation_spans_run_backwards_and_the_end_span_says_compensate
         MEMORY, sagas=[TRIP], observers=[TracingObserver(tracer_provider=provider)]
     ) as rt:
         handle = await rt.start(TRIP, State(), saga_id="t2")
-        await until_status(rt, "t2", saga.Status.WAITING)
+        await wait_until(rt, "t2", saga.Status.WAITING, timeout=10)
         await rt.send("t2", "paid", {"ok": False}, key="t2")
         info = await handle.result(timeout=5)
     assert info.status is saga.Status.COMPENSATED
@@ -202,7 +203,7 @@ async def test_a_failed_saga_ends_with_an_error_span(clock: FakeClock) -> None:
         MEMORY, sagas=[STUCK], observers=[TracingObserver(provider)], clock=clock
     ) as rt:
         handle = await rt.start(STUCK, State(), saga_id="s")
-        await until_status(rt, "s", saga.Status.WAITING)
+        await wait_until(rt, "s", saga.Status.WAITING, timeout=10)
         clock.advance(61)  # Pay times out: StepTimeout, then Stuck's compensation fails twice
         info = await handle.result(timeout=5)
     assert info.status is saga.Status.FAILED
@@ -226,7 +227,7 @@ async def test_a_restarted_runtime_continues_the_same_trace(tmp_path: Path) -> N
     before, before_spans = tracing()
     async with saga.Runtime(url, sagas=[TRIP], observers=[TracingObserver(before)]) as rt:
         await rt.start(TRIP, State(), saga_id="r")
-        await until_status(rt, "r", saga.Status.WAITING)
+        await wait_until(rt, "r", saga.Status.WAITING, timeout=10)
     after, after_spans = tracing()  # a new process, in effect: new provider, new observer
     async with saga.Runtime(url, sagas=[TRIP], observers=[TracingObserver(after)]) as rt:
         await rt.send("r", "paid", {"ok": True}, key="r")
@@ -245,7 +246,7 @@ async def test_a_saga_started_without_tracing_still_gets_one_trace(tmp_path: Pat
     url = f"sqlite:///{tmp_path / 'late.db'}"
     async with saga.Runtime(url, sagas=[TRIP]) as rt:
         await rt.start(TRIP, State(), saga_id="late")
-        await until_status(rt, "late", saga.Status.WAITING)
+        await wait_until(rt, "late", saga.Status.WAITING, timeout=10)
         assert (await rt.get("late")).annotations == {}
     provider, exporter = tracing()
     async with saga.Runtime(url, sagas=[TRIP], observers=[TracingObserver(provider)]) as rt:
@@ -276,7 +277,7 @@ async def test_starting_an_existing_saga_again_emits_no_span() -> None:
     observer = TracingObserver(tracer_provider=provider)
     async with saga.Runtime(MEMORY, sagas=[TRIP], observers=[observer]) as rt:
         await rt.start(TRIP, State(), saga_id="t1")
-        await until_status(rt, "t1", saga.Status.WAITING)
+        await wait_until(rt, "t1", saga.Status.WAITING, timeout=10)
         before = len(exporter.get_finished_spans())
         again = await rt.start(TRIP, State(n=99), saga_id="t1")  # same id, same definition
         after = len(exporter.get_finished_spans())

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _processes import child_env
 
 WORKER = Path(__file__).with_name("_tracing_worker.py")
 TIMEOUT = 60.0
@@ -31,7 +32,9 @@ def spawn(tmp: Path, mode: str) -> subprocess.Popen[str]:
             str(tmp / "journal.jsonl"), mode]  # fmt: skip
     stderr = (tmp / f"stderr-{mode}.txt").open("w")
     try:
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        return subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=child_env()
+        )
     finally:
         stderr.close()
 

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import anyio
 import msgspec
+from _wait import wait_until
 
 import saga
 
@@ -176,14 +177,6 @@ async def send(runtime: saga.Runtime, saga_id: str, event_id: str) -> None:
     note({"phase": CONFIG.phase, "pid": os.getpid(), "sent": event_id})
 
 
-async def until_waiting(runtime: saga.Runtime, saga_id: str) -> None:
-    with anyio.fail_after(30):
-        while True:
-            if (await runtime.get(saga_id)).status is saga.Status.WAITING:
-                return
-            await anyio.sleep(0.01)
-
-
 def freeze() -> None:
     """Block the event loop itself, so nothing at all runs until the parent kills us."""
     time.sleep(3600)
@@ -204,10 +197,10 @@ async def start(runtime: saga.Runtime, scenario: str, p: Plan) -> None:
         for saga_id, definition in p.sagas:
             tg.start_soon(start_one, saga_id, definition)
     if scenario == "waiting":
-        await until_waiting(runtime, "s1")
+        await wait_until(runtime, "s1", saga.Status.WAITING, timeout=30)
         marker("WAITING s1")
     elif scenario == "sent":
-        await until_waiting(runtime, "s1")
+        await wait_until(runtime, "s1", saga.Status.WAITING, timeout=30)
         await send(runtime, "s1", "ev-s1")
         marker("SENT s1")
         freeze()

@@ -15,8 +15,8 @@ from _behaviour import (
     simple_step,
     trail,
     wait_records,
-    wait_status,
 )
+from _wait import wait_until
 
 import saga
 from saga.testing import FakeClock
@@ -47,7 +47,7 @@ async def test_abort_while_waiting_compensates_the_waiting_step_too(store_url: s
     definition = saga.Saga("abort", state=Trip, steps=steps)
     async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         await runtime.abort("s", "customer cancelled")
         info = await handle.result(timeout=5)
         records = await runtime.history("s")
@@ -248,7 +248,7 @@ async def test_an_abort_is_durable_before_it_returns(tmp_path: Path) -> None:
     definition = saga.Saga("durable", state=Trip, steps=[Hold(calls)])
     async with saga.Runtime(url, sagas=[definition]) as runtime:
         await runtime.start(definition, Trip(), saga_id="s")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         await runtime.abort("s", "shutdown")
     async with saga.Runtime(url, sagas=[definition]) as runtime:
         info = await runtime.handle("s").result(timeout=5)

@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
+from _wait import wait_until
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -180,14 +181,7 @@ def running(
 
 async def _start_hold(rt: saga.Runtime) -> None:
     await rt.start(holder, Holder(), saga_id=HOLD)
-    await status_is(rt, HOLD, saga.Status.WAITING)
-
-
-async def status_is(rt: saga.Runtime, saga_id: str, *statuses: saga.Status) -> saga.SagaInfo:
-    with anyio.fail_after(WAIT):
-        while (info := await rt.get(saga_id)).status not in statuses:  # noqa: ASYNC110
-            await anyio.sleep(0.005)
-    return info
+    await wait_until(rt, HOLD, saga.Status.WAITING, timeout=WAIT)
 
 
 async def snapshot(rt: saga.Runtime, *saga_ids: str) -> Any:
@@ -258,7 +252,7 @@ async def _saga_id_example(rt: saga.Runtime, saga_id: Any) -> str:
             rt.handle(saga_id)
         refused(raised.value)
         return "refused"
-    info = await status_is(rt, saga_id, saga.Status.WAITING)
+    info = await wait_until(rt, saga_id, saga.Status.WAITING, timeout=WAIT)
     assert info.saga_id == saga_id
     assert rt.handle(saga_id).saga_id == saga_id
     history = await rt.history(saga_id)
@@ -289,12 +283,12 @@ async def _event_example(
         return "refused: name or key"
     saga_id = new_id()
     await rt.start(receiver, Expect(event=name, key=key), saga_id=saga_id)
-    await status_is(rt, saga_id, saga.Status.WAITING)
+    await wait_until(rt, saga_id, saga.Status.WAITING, timeout=WAIT)
     sent = rt.send(saga_id, name, payload, key=key, event_id=event_id)
     if await refuses(rt, sent, saga_id):
         assert (await rt.get(saga_id)).status is saga.Status.WAITING
         return "refused: event_id or payload"
-    info = await status_is(rt, saga_id, saga.Status.COMPLETED)
+    info = await wait_until(rt, saga_id, saga.Status.COMPLETED, timeout=WAIT)
     [delivered] = [r for r in await rt.history(saga_id) if r.kind == "event_delivered"]
     event = delivered.data["event"]
     assert (event["name"], event["key"]) == (name, key)
@@ -342,7 +336,7 @@ async def _state_example(rt: saga.Runtime, saga_id: str, text: str, data: Any) -
         with pytest.raises(saga.UnknownSaga):
             await rt.get(saga_id)
         return "refused"
-    info = await status_is(rt, saga_id, saga.Status.WAITING)
+    info = await wait_until(rt, saga_id, saga.Status.WAITING, timeout=WAIT)
     assert same(info.state, state)
     [listed] = [i for i in await rt.list(name="holder", limit=MAX_LIMIT) if i.saga_id == saga_id]
     assert same(listed.state, state)
@@ -386,11 +380,11 @@ def test_list_name_filter_finds_or_is_refused(store_url: str) -> None:
 
 async def _abort_example(rt: saga.Runtime, saga_id: str, reason: Any, by: Any) -> str:
     await rt.start(holder, Holder(), saga_id=saga_id)
-    await status_is(rt, saga_id, saga.Status.WAITING)
+    await wait_until(rt, saga_id, saga.Status.WAITING, timeout=WAIT)
     if await refuses(rt, rt.abort(saga_id, reason, by=by), saga_id):
         assert (await rt.get(saga_id)).status is saga.Status.WAITING
         return "refused"
-    await status_is(rt, saga_id, saga.Status.COMPENSATED)
+    await wait_until(rt, saga_id, saga.Status.COMPENSATED, timeout=WAIT)
     [asked] = [r for r in await rt.history(saga_id) if r.kind == "abort_requested"]
     assert (asked.data["reason"], asked.data["by"]) == (reason, by)
     return "stored"
@@ -409,7 +403,7 @@ def test_abort_reason_and_by_round_trip_or_are_refused(store_url: str) -> None:
 
 async def _resume_example(rt: saga.Runtime, saga_id: str, reason: Any, by: Any) -> str:
     await rt.start(fragile, Holder(), saga_id=saga_id)
-    await status_is(rt, saga_id, saga.Status.FAILED)
+    await wait_until(rt, saga_id, saga.Status.FAILED, timeout=WAIT)
     if await refuses(rt, rt.resume(saga_id, reason, by=by), saga_id):
         assert (await rt.get(saga_id)).status is saga.Status.FAILED
         return "refused"
@@ -802,7 +796,7 @@ def db(tmp_path: Path) -> Path:
         async with saga.Runtime(f"sqlite:///{path}", sagas=DEFINITIONS) as rt:
             await rt.start(holder, Holder(), saga_id="one")
             await rt.start(holder, Holder(), saga_id="two")
-            await status_is(rt, "two", saga.Status.WAITING)
+            await wait_until(rt, "two", saga.Status.WAITING, timeout=WAIT)
 
     anyio.run(populate)
     return path

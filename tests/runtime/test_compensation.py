@@ -11,8 +11,8 @@ from _behaviour import (
     simple_step,
     trail,
     wait_records,
-    wait_status,
 )
+from _wait import wait_until
 
 import saga
 
@@ -283,7 +283,7 @@ async def test_resume_on_a_saga_that_is_not_failed_returns_false(store_url: str)
         await (await runtime.start(ok, Trip(), saga_id="done")).result(timeout=5)
         await (await runtime.start(bad, Trip(), saga_id="undone")).result(timeout=5)
         await runtime.start(held, Trip(), saga_id="waiting")
-        await wait_status(runtime, "waiting", saga.Status.WAITING)
+        await wait_until(runtime, "waiting", saga.Status.WAITING)
         for saga_id in ("done", "undone", "waiting"):
             before = await runtime.history(saga_id)
             assert await runtime.resume(saga_id) is False

@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _processes import child_env
 
 import saga
 
@@ -43,7 +44,9 @@ class Worker:
         argv = [sys.executable, str(WORKER), str(tmp / "saga.db"), str(tmp / "journal.jsonl"),
                 scenario, mode, "--phase", phase, *extra]  # fmt: skip
         with self.stderr_path.open("w") as stderr:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True)
+            self.proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=child_env()
+            )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -17,8 +17,8 @@ from _behaviour import (
     simple_step,
     trail,
     wait_records,
-    wait_status,
 )
+from _wait import wait_until
 
 import saga
 
@@ -55,7 +55,7 @@ async def test_wait_for_and_send_deliver_the_event(store_url: str) -> None:
     definition = saga.Saga("pay", state=Trip, steps=[pay])
     async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
-        waiting = await wait_status(runtime, "s", saga.Status.WAITING)
+        waiting = await wait_until(runtime, "s", saga.Status.WAITING)
         event_id = await runtime.send("s", "paid", {"ok": True}, key="t-1", event_id="e-1")
         info = await handle.result(timeout=5)
         records = await runtime.history("s")
@@ -95,7 +95,7 @@ async def test_a_wait_with_a_key_only_accepts_that_key(store_url: str) -> None:
     definition = saga.Saga("keyed", state=Trip, steps=[step])
     async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         await runtime.send("s", "x", 1, key="b")
         await runtime.send("s", "x", 2)  # no key
         await runtime.send("s", "y", 3, key="a")  # another name
@@ -138,7 +138,7 @@ async def test_early_events_are_buffered_and_delivered_oldest_first(store_url: s
     definition = saga.Saga("early", state=Trip, steps=[Gate(), later])
     async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         for n in (1, 2, 3):
             await runtime.send("s", "x", n, event_id=f"x-{n}")
         await settle()
@@ -183,7 +183,7 @@ async def test_events_are_never_handed_to_the_wrong_step(store_url: str) -> None
     definition = saga.Saga("route", state=Trip, steps=[first, second, other])
     async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         await runtime.send("s", "x", "for second", key="second")
         await runtime.send("s", "y", "for other")
         await runtime.send("s", "x", "for first", key="first")
@@ -245,7 +245,7 @@ async def test_same_event_id_is_stored_once(store_url: str) -> None:
     definition = saga.Saga("dedupe", state=Trip, steps=[Gate(), step])
     async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         assert await runtime.send("s", "x", 1, event_id="e-1") == "e-1"
         assert await runtime.send("s", "x", 999, event_id="e-1") == "e-1"  # a no-op
         await runtime.send("s", "go")
@@ -289,7 +289,7 @@ async def test_unconsumed_events_become_dead_letters_when_the_saga_ends(
     async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
         other = await runtime.start(definition, Trip(), saga_id="other")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         await runtime.send("s", "stray", [1, "two"], key="k", event_id="d-1")
         await runtime.send("s", "go", "consumed", event_id="go-1")
         await runtime.send("s", "go", "second go", event_id="go-2")
@@ -384,7 +384,7 @@ async def test_recovery_hands_buffered_inbox_entries_to_the_actors(tmp_path: Pat
     async with runtime:
         mail = await runtime.handle("mail").result(timeout=5)
         aborted = await runtime.handle("abort").result(timeout=5)
-        quiet = await wait_status(runtime, "quiet", saga.Status.WAITING)
+        quiet = await wait_until(runtime, "quiet", saga.Status.WAITING)
         history = await runtime.history("mail")
 
     assert inbox_reads == []  # recovery read every pending entry in one go

@@ -15,8 +15,8 @@ from _behaviour import (
     of_kind,
     simple_step,
     trail,
-    wait_status,
 )
+from _wait import wait_until
 
 import saga
 
@@ -110,7 +110,7 @@ async def test_step_started_is_committed_before_every_handler_invocation(store_u
     async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         runtime_box.append(runtime)
         handle = await runtime.start(definition, Trip(), saga_id="s")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         await runtime.send("s", "go")
         await runtime.send("s", "undo")
         info = await handle.result(timeout=5)
@@ -146,7 +146,7 @@ async def test_state_is_saved_in_the_record_that_ends_the_handler(store_url: str
     definition = saga.Saga("state", state=Trip, steps=[Count(), Tag()])
     async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
-        waiting = await wait_status(runtime, "s", saga.Status.WAITING)
+        waiting = await wait_until(runtime, "s", saga.Status.WAITING)
         await runtime.send("s", "more", 7)
         info = await handle.result(timeout=5)
         records = await runtime.history("s")
@@ -235,7 +235,7 @@ async def test_context_fields_and_idempotency_keys(store_url: str) -> None:
     async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         for saga_id in ("k-1", "k-2"):
             handle = await runtime.start(definition, Trip(), saga_id=saga_id)
-            await wait_status(runtime, saga_id, saga.Status.WAITING)
+            await wait_until(runtime, saga_id, saga.Status.WAITING)
             await runtime.send(saga_id, "settled")
             assert (await handle.result(timeout=5)).status is saga.Status.COMPENSATED
 
@@ -291,7 +291,7 @@ async def test_start_is_durable(tmp_path: Path) -> None:
     assert (first.seq, first.kind, first.step) == (1, "saga_started", None)
     assert first.data["state"] == {"log": [], "n": 5}
     async with saga.Runtime(url, sagas=[definition]) as runtime:
-        info = await wait_status(runtime, "d-1", saga.Status.WAITING)
+        info = await wait_until(runtime, "d-1", saga.Status.WAITING)
         assert info.state == Trip(n=5)
         await runtime.send("d-1", "go")
         assert (await runtime.handle("d-1").result(timeout=5)).status is saga.Status.COMPLETED
@@ -377,7 +377,7 @@ async def test_start_existing_id_with_same_definition_starts_nothing(store_url: 
     definition = saga.Saga("once", state=Trip, steps=[gate])
     async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         await runtime.start(definition, Trip(n=1), saga_id="s")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         before = await runtime.history("s")
         again = await runtime.start(definition, Trip(n=2), saga_id="s")
         by_name = await runtime.start("once", Trip(n=3), saga_id="s")
@@ -471,7 +471,7 @@ async def test_a_terminal_record_is_always_last(
     definition = saga.Saga("end", state=Trip, steps=[First(), simple_step("b", calls, fail=fail)])
     async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         await runtime.send("s", "go", key="k")
         await runtime.send("s", "extra", key="k")  # never consumed: a dead letter
         info = await handle.result(timeout=5)

@@ -8,9 +8,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import anyio
 import msgspec
 import pytest
+from _wait import wait_until
 
 import saga
 
@@ -66,16 +66,9 @@ def _reset_calls() -> None:
     calls.clear()
 
 
-async def status_is(rt: saga.Runtime, saga_id: str, status: saga.Status) -> saga.SagaInfo:
-    with anyio.fail_after(5):
-        while (info := await rt.get(saga_id)).status is not status:  # noqa: ASYNC110 - polling
-            await anyio.sleep(0.005)
-    return info
-
-
 async def waiting_cart(rt: saga.Runtime) -> list[saga.Record]:
     await rt.start(cart, Cart(), saga_id="c")
-    await status_is(rt, "c", saga.Status.WAITING)
+    await wait_until(rt, "c", saga.Status.WAITING)
     return await rt.history("c")
 
 
@@ -142,7 +135,7 @@ async def test_longest_allowed_id_and_names_work(store_url: str) -> None:
     long_cart = saga.Saga(long, state=Cart, steps=[Collect()])
     async with saga.Runtime(store_url, sagas=[long_cart]) as rt:
         handle = await rt.start(long, Cart(), saga_id=long)
-        await status_is(rt, long, saga.Status.WAITING)
+        await wait_until(rt, long, saga.Status.WAITING)
         await rt.send(long, "item", "last", key="k", event_id=long)
         info = await handle.result(timeout=5)
         assert (info.saga_id, info.name, info.state.got) == (long, long, ["last"])
@@ -217,7 +210,7 @@ async def test_oversized_state_at_start(store_url: str) -> None:
             await rt.get("big")
         # Just under the limit is fine.
         await rt.start(cart, Cart(items=["x" * (LIMIT - 50)]), saga_id="ok")
-        info = await status_is(rt, "ok", saga.Status.WAITING)
+        info = await wait_until(rt, "ok", saga.Status.WAITING)
         assert info.state.items == ["x" * (LIMIT - 50)]
         assert [i.saga_id for i in await rt.list()] == ["ok"]
 
@@ -330,8 +323,8 @@ async def test_two_runtimes_on_two_files_do_not_interfere(tmp_path: Path) -> Non
     async with one, two:
         await one.start(cart, Cart(items=["one"]), saga_id="same")
         await two.start(cart, Cart(items=["two"]), saga_id="same")
-        await status_is(one, "same", saga.Status.WAITING)
-        await status_is(two, "same", saga.Status.WAITING)
+        await wait_until(one, "same", saga.Status.WAITING)
+        await wait_until(two, "same", saga.Status.WAITING)
         await one.send("same", "item", "from-one", key="k")
         await one.send("same", "item", "last", key="k")
         first = await one.handle("same").result(timeout=5)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from _behaviour import Boom, Gate, Trip, of_kind, simple_step, wait_records, wait_status
+from _behaviour import Boom, Gate, Trip, of_kind, simple_step, wait_records
+from _wait import wait_until
 
 import saga
 from saga._requests import encode_request
@@ -65,7 +66,7 @@ async def test_abort_and_resume_record_who_and_why(store_url: str) -> None:
     gate = saga.Saga("gate", state=Trip, steps=[Gate()])
     async with saga.Runtime(store_url, sagas=[definition, gate]) as runtime:
         await runtime.start(gate, Trip(), saga_id="g")
-        await wait_status(runtime, "g", saga.Status.WAITING)
+        await wait_until(runtime, "g", saga.Status.WAITING)
         await runtime.abort("g", "customer cancelled", by="support:ana")
         aborted = await runtime.handle("g").result(timeout=5)
         gate_log = await runtime.history("g")
@@ -113,7 +114,7 @@ async def test_an_export_holds_the_whole_log_and_replays_like_the_history(store_
     definition = saga.Saga("blob", state=Blob, steps=[Store()], version=3)
     async with saga.Runtime(store_url, sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Blob(), saga_id="b")
-        await wait_status(runtime, "b", saga.Status.WAITING)
+        await wait_until(runtime, "b", saga.Status.WAITING)
         await runtime.send("b", "go", {"n": 1}, key="k")
         await handle.result(timeout=5)
         history = await runtime.history("b")
@@ -181,7 +182,7 @@ async def test_an_abort_request_from_another_process_stops_a_waiting_saga(
     definition = saga.Saga("gate", state=Trip, steps=[simple_step("a", []), Gate()])
     async with saga.Runtime(f"sqlite:///{path}", sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="g")
-        await wait_status(runtime, "g", saga.Status.WAITING)
+        await wait_until(runtime, "g", saga.Status.WAITING)
         assert await request(path, "g", "abort", reason="stop it") is SendResult.STORED
         info = await handle.result(timeout=10)  # the poller takes it within a second
         records = await runtime.history("g")
@@ -220,7 +221,7 @@ async def test_requests_left_while_no_runtime_ran_are_acted_on_at_start(tmp_path
     async with saga.Runtime(url, sagas=[definition, gate]) as runtime:
         await (await runtime.start(definition, Trip(), saga_id="r")).result(timeout=5)
         await runtime.start(gate, Trip(), saga_id="g")
-        await wait_status(runtime, "g", saga.Status.WAITING)
+        await wait_until(runtime, "g", saga.Status.WAITING)
     assert await request(path, "r", "resume") is SendResult.STORED
     assert await request(path, "g", "abort") is SendResult.STORED
     undo.broken = False
@@ -235,7 +236,7 @@ async def test_an_event_from_another_process_reaches_a_waiting_step(tmp_path: Pa
     definition = saga.Saga("gate", state=Trip, steps=[Gate()])
     async with saga.Runtime(f"sqlite:///{path}", sagas=[definition]) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="g")
-        await wait_status(runtime, "g", saga.Status.WAITING)
+        await wait_until(runtime, "g", saga.Status.WAITING)
         client = SQLiteStore(str(path), access="client")
         await client.open()
         try:

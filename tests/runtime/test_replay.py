@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import anyio
 import msgspec
 import pytest
+from _wait import wait_until
 
 import saga
 from saga.testing import FakeClock
@@ -78,7 +78,7 @@ def runtime(url: str, clock: FakeClock, *sagas: saga.Saga[Any]) -> saga.Runtime:
 async def run_declined(rt: saga.Runtime, clock: FakeClock, saga_id: str) -> saga.SagaInfo:
     """Start an order, decline its payment: Reserve, Pay waits, fails, both compensate."""
     handle = await rt.start(order_saga, Order(order_id=saga_id), saga_id=saga_id)
-    await _wait_for_status(rt, saga_id, saga.Status.WAITING)
+    await wait_until(rt, saga_id, saga.Status.WAITING)
     clock.advance(1)
     await rt.send(saga_id, "paid", {"ok": False, "why": "card"}, key=saga_id)
     return await handle.result(timeout=5)
@@ -153,7 +153,7 @@ async def test_replay_yields_info_after_each_record(store_url: str, clock: FakeC
 async def test_replay_of_a_waiting_saga_agrees_with_get(store_url: str, clock: FakeClock) -> None:
     async with runtime(store_url, clock) as rt:
         await rt.start(order_saga, Order(order_id="o-2"), saga_id="o-2")
-        info = await _wait_for_status(rt, "o-2", saga.Status.WAITING)
+        info = await wait_until(rt, "o-2", saga.Status.WAITING)
         history = await rt.history("o-2")
         *_, (_, last) = saga.replay(history, order_saga)
         assert last == info == await rt.get("o-2")
@@ -277,17 +277,10 @@ async def test_record_fields(store_url: str, clock: FakeClock) -> None:
 # -- get / list / history -------------------------------------------------------------------
 
 
-async def _wait_for_status(rt: saga.Runtime, saga_id: str, status: saga.Status) -> saga.SagaInfo:
-    with anyio.fail_after(5):
-        while (info := await rt.get(saga_id)).status is not status:  # noqa: ASYNC110 - polling
-            await anyio.sleep(0.005)
-    return info
-
-
 async def test_get_fields(store_url: str, clock: FakeClock) -> None:
     async with runtime(store_url, clock) as rt:
         await rt.start(order_saga, Order(order_id="o-1"), saga_id="o-1")
-        info = await _wait_for_status(rt, "o-1", saga.Status.WAITING)
+        info = await wait_until(rt, "o-1", saga.Status.WAITING)
         assert isinstance(info, saga.SagaInfo)
         assert (info.saga_id, info.name, info.version) == ("o-1", "order", 1)
         assert info.step == "Pay"
@@ -305,14 +298,14 @@ async def test_list_newest_first_with_filters_and_limit(store_url: str, clock: F
     async with runtime(store_url, clock, order_saga, quick) as rt:
         for i in range(3):
             await rt.start(order_saga, Order(order_id=f"o-{i}"), saga_id=f"o-{i}")
-            await _wait_for_status(rt, f"o-{i}", saga.Status.WAITING)
+            await wait_until(rt, f"o-{i}", saga.Status.WAITING)
             clock.advance(1)
             await (await rt.start(quick, Order(order_id=f"q-{i}"), saga_id=f"q-{i}")).result(5)
             clock.advance(1)
         # Same created_at: the later start is still the newer one.
         await rt.start(order_saga, Order(order_id="o-3"), saga_id="o-3")
         await rt.start(order_saga, Order(order_id="o-4"), saga_id="o-4")
-        await _wait_for_status(rt, "o-4", saga.Status.WAITING)
+        await wait_until(rt, "o-4", saga.Status.WAITING)
 
         everything = [i.saga_id for i in await rt.list()]
         assert everything == ["o-4", "o-3", "q-2", "o-2", "q-1", "o-1", "q-0", "o-0"]
@@ -341,7 +334,7 @@ async def test_list_rejects_bad_arguments(store_url: str, clock: FakeClock) -> N
 async def test_history_grows_as_the_saga_moves(store_url: str, clock: FakeClock) -> None:
     async with runtime(store_url, clock) as rt:
         handle = await rt.start(order_saga, Order(order_id="o-1"), saga_id="o-1")
-        await _wait_for_status(rt, "o-1", saga.Status.WAITING)
+        await wait_until(rt, "o-1", saga.Status.WAITING)
         early = await rt.history("o-1")
         assert [r.kind for r in early] == [
             "saga_started", "step_started", "step_completed", "step_started", "step_waiting",

@@ -13,8 +13,8 @@ from _behaviour import (
     simple_step,
     trail,
     wait_records,
-    wait_status,
 )
+from _wait import wait_until
 
 import saga
 from saga.testing import FakeClock
@@ -41,7 +41,7 @@ async def test_a_wait_times_out_and_on_timeout_runs(
     definition = saga.Saga("hold", state=Trip, steps=[Hold()])
     async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         clock.advance(seconds - 1)
         await settle()
         assert (await runtime.get("s")).status is saga.Status.WAITING
@@ -79,7 +79,7 @@ async def test_default_on_timeout_raises_step_timeout_and_compensates(
     definition = saga.Saga("hold", state=Trip, steps=[simple_step("a", calls), Hold()])
     async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         clock.advance(5)
         info = await handle.result(timeout=5)
         records = await runtime.history("s")
@@ -116,7 +116,7 @@ async def test_on_timeout_may_return_another_wait(store_url: str, clock: FakeClo
     definition = saga.Saga("patient", state=Trip, steps=[Patient()])
     async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         clock.advance(10)
         await wait_records(runtime, "s", "step_waiting", 2)
         assert (await runtime.get("s")).status is saga.Status.WAITING
@@ -265,7 +265,7 @@ async def test_the_failed_on_event_is_retried_with_the_same_event(
     definition = saga.Saga("settle", state=Trip, steps=[Settle()])
     async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         await runtime.send("s", "settled", {"amount": 3}, key="k", event_id="ev")
         await runtime.send("s", "settled", {"amount": 4}, event_id="ev-other")
         for n in (1, 2):
@@ -308,7 +308,7 @@ async def test_the_failed_on_timeout_is_retried(store_url: str, clock: FakeClock
     definition = saga.Saga("hold", state=Trip, steps=[Hold()])
     async with saga.Runtime(store_url, sagas=[definition], clock=clock) as runtime:
         handle = await runtime.start(definition, Trip(), saga_id="s")
-        await wait_status(runtime, "s", saga.Status.WAITING)
+        await wait_until(runtime, "s", saga.Status.WAITING)
         clock.advance(1)
         await wait_records(runtime, "s", "step_failed")
         clock.advance(3)

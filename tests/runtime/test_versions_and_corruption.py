@@ -18,6 +18,7 @@ import msgspec
 import pytest
 from _cli import run as run_cli
 from _pg import query, temporary_schema, url_for
+from _wait import wait_until
 
 import saga
 
@@ -61,20 +62,13 @@ MISMATCHES = {
 }
 
 
-async def status_is(rt: saga.Runtime, saga_id: str, status: saga.Status) -> saga.SagaInfo:
-    with anyio.fail_after(5):
-        while (info := await rt.get(saga_id)).status is not status:  # noqa: ASYNC110 - polling
-            await anyio.sleep(0.005)
-    return info
-
-
 async def two_waiting_sagas(url: str) -> None:
     """'a-victim' (order v1) and 'b-other' both wait for 'go'; the runtime is then closed."""
     async with saga.Runtime(url, sagas=[order_v1, other]) as rt:
         await rt.start(order_v1, Order(), saga_id="a-victim")
         await rt.start(other, Order(), saga_id="b-other")
-        await status_is(rt, "a-victim", saga.Status.WAITING)
-        await status_is(rt, "b-other", saga.Status.WAITING)
+        await wait_until(rt, "a-victim", saga.Status.WAITING)
+        await wait_until(rt, "b-other", saga.Status.WAITING)
 
 
 async def other_sagas_still_run(rt: saga.Runtime) -> None:
@@ -82,7 +76,7 @@ async def other_sagas_still_run(rt: saga.Runtime) -> None:
     info = await rt.handle("b-other").result(timeout=5)
     assert (info.status, info.state) == (saga.Status.COMPLETED, Order(n=15))
     handle = await rt.start(other, Order(), saga_id="c-new")
-    await status_is(rt, "c-new", saga.Status.WAITING)
+    await wait_until(rt, "c-new", saga.Status.WAITING)
     await rt.send("c-new", "go", 7)
     fresh = await handle.result(timeout=5)
     assert (fresh.status, fresh.state) == (saga.Status.COMPLETED, Order(n=17))
@@ -148,7 +142,7 @@ async def test_a_terminal_saga_of_an_unknown_definition_is_readable(tmp_path: Pa
     url = f"sqlite:///{tmp_path / 'orders.db'}"
     async with saga.Runtime(url, sagas=[order_v1]) as rt:
         await rt.start(order_v1, Order(), saga_id="done")
-        await status_is(rt, "done", saga.Status.WAITING)
+        await wait_until(rt, "done", saga.Status.WAITING)
         await rt.send("done", "go", 1)
         await rt.handle("done").result(timeout=5)
         before = await rt.history("done")
@@ -298,7 +292,7 @@ async def test_corrupt_record_in_a_finished_saga(tmp_path: Path) -> None:
     url = f"sqlite:///{path}"
     async with saga.Runtime(url, sagas=[order_v1]) as rt:
         await rt.start(order_v1, Order(), saga_id="done")
-        await status_is(rt, "done", saga.Status.WAITING)
+        await wait_until(rt, "done", saga.Status.WAITING)
         await rt.send("done", "go", 1)
         await rt.handle("done").result(timeout=5)
     overwrite_body(path, "done", 2, b"\xc1")
@@ -308,7 +302,7 @@ async def test_corrupt_record_in_a_finished_saga(tmp_path: Path) -> None:
         with pytest.raises(saga.CorruptLog):
             await rt.history("done")
         handle = await rt.start(other, Order(), saga_id="b-other")
-        await status_is(rt, "b-other", saga.Status.WAITING)
+        await wait_until(rt, "b-other", saga.Status.WAITING)
         await rt.send("b-other", "go", 1)
         assert (await handle.result(timeout=5)).state == Order(n=11)
 

@@ -39,6 +39,7 @@ import msgspec
 import pytest
 from _pg import PG_URL, url_for
 from _processes import child_env
+from _wait import wait_until
 
 import saga
 from saga._cli._main import _print, _run
@@ -105,19 +106,13 @@ ENDS = {
 }
 
 
-async def status_is(rt: saga.Runtime, saga_id: str, status: saga.Status) -> None:
-    with anyio.fail_after(10):
-        while (await rt.get(saga_id)).status is not status:  # noqa: ASYNC110 - polling
-            await anyio.sleep(0.005)
-
-
 async def build(url: str) -> None:
     """Every condition a saga can be left in, on the store at ``url``."""
     async with saga.Runtime(url, sagas=[TRIP]) as rt:
         for saga_id in IDS:
             await rt.start(TRIP, Trip(), saga_id=saga_id)
         for saga_id in IDS:
-            await status_is(rt, saga_id, saga.Status.WAITING)
+            await wait_until(rt, saga_id, saga.Status.WAITING, timeout=10)
         await rt.send("completed", "paid", {"ok": True}, key="completed")
         await rt.send("completed", "shipped", {"by": "post"})
         await rt.send("compensated", "paid", {"ok": False}, key="compensated")

@@ -7,8 +7,9 @@ from __future__ import annotations
 import anyio
 import asyncpg
 import pytest
-from _behaviour import Gate, Trip, eventually, simple_step, wait_status
+from _behaviour import Gate, Trip, eventually, simple_step
 from _pg import PG_URL, query, url_for
+from _wait import wait_until
 
 import saga
 from saga._records import decode_record
@@ -35,7 +36,7 @@ async def test_an_event_sent_through_another_worker_reaches_the_owner(url: str) 
         saga.Runtime(url, sagas=[trip(calls_b)]) as b,
     ):
         await a.start("trip", Trip(), saga_id="t-1")
-        await wait_status(b, "t-1", saga.Status.WAITING)
+        await wait_until(b, "t-1", saga.Status.WAITING)
         await b.send("t-1", "go")
         with anyio.fail_after(10):
             info = await b.handle("t-1").result()  # B polls: the saga runs in A
@@ -51,9 +52,9 @@ async def test_an_abort_through_another_worker_compensates_in_the_owner(url: str
         saga.Runtime(url, sagas=[trip([])]) as b,
     ):
         await a.start("trip", Trip(), saga_id="t-1")
-        await wait_status(a, "t-1", saga.Status.WAITING)
+        await wait_until(a, "t-1", saga.Status.WAITING)
         await b.abort("t-1", "customer cancelled", by="ops")
-        info = await wait_status(a, "t-1", saga.Status.COMPENSATED)
+        info = await wait_until(a, "t-1", saga.Status.COMPENSATED)
         assert "customer cancelled" in str(info.error)
         assert calls_a == ["Book.run", "Book.compensate"]
 
@@ -66,7 +67,7 @@ async def test_a_worker_that_shuts_down_hands_its_sagas_to_the_others(url: str) 
             for n in range(3):
                 await a.start("trip", Trip(), saga_id=f"t-{n}")
             for n in range(3):
-                await wait_status(a, f"t-{n}", saga.Status.WAITING)
+                await wait_until(a, f"t-{n}", saga.Status.WAITING)
         # A released its lease on the way out: B claims the sagas within a second or so.
         for n in range(3):
             await b.send(f"t-{n}", "go")
@@ -83,7 +84,7 @@ async def test_a_worker_rides_out_its_database_connections_being_killed(url: str
     calls: list[str] = []
     async with saga.Runtime(url, sagas=[trip(calls)]) as runtime:
         await runtime.start("trip", Trip(), saga_id="t-1")
-        await wait_status(runtime, "t-1", saga.Status.WAITING)
+        await wait_until(runtime, "t-1", saga.Status.WAITING)
         killed = await terminate_backends(runtime.store.origin)
         assert killed >= 2  # at least the listener and a pooled connection
         client = open_store(url, access="client")
@@ -186,7 +187,7 @@ async def test_a_start_after_a_pause_past_the_lease_lands_under_a_new_lease(
         assert a.store.fence != stale
         [(owner,)] = await query(schema, "SELECT owner FROM sagas WHERE saga_id = 'after-pause'")
         assert owner == a.store.fence
-        await wait_status(a, "after-pause", saga.Status.WAITING)
+        await wait_until(a, "after-pause", saga.Status.WAITING)
         await b.send("after-pause", "go")
         with anyio.fail_after(10):
             info = await handle.result()
