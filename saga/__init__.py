@@ -7,12 +7,12 @@ definitions (`Saga`, `Step`, `wait_for`, `RetryPolicy`), the `Runtime` and the `
 hooks; everything else lives in private modules.
 """
 
-from saga._definition import Event as Event
+from saga._context import Event as Event
+from saga._context import StepContext as StepContext
+from saga._context import Wait as Wait
+from saga._context import wait_for as wait_for
 from saga._definition import Saga as Saga
 from saga._definition import Step as Step
-from saga._definition import StepContext as StepContext
-from saga._definition import Wait as Wait
-from saga._definition import wait_for as wait_for
 from saga._errors import CorruptLog as CorruptLog
 from saga._errors import DefinitionMismatch as DefinitionMismatch
 from saga._errors import LeaseLost as LeaseLost

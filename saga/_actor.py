@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from saga._definition import Event, Saga, StepContext, idempotency_key
+from saga._context import Event, StepContext
+from saga._definition import Saga
 from saga._errors import PoisonStep
 from saga._fold import Progress, Todo
 from saga._handlers import Invocation, invoke
@@ -40,7 +41,7 @@ from saga._store import Append, InboxItem, InboxKind
 if TYPE_CHECKING:
     from saga._core import Core
 
-__all__ = ["Actor", "Close", "Message", "Refresh", "Wake", "idempotency_key"]
+__all__ = ["Actor", "Close", "Message", "Refresh", "Wake"]
 
 logger = logging.getLogger("saga.runtime")
 
