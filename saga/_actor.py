@@ -39,7 +39,7 @@ from saga._requests import decode_request
 from saga._store import Append, InboxItem, InboxKind
 
 if TYPE_CHECKING:
-    from saga._core import Core
+    from saga._engine import Engine
 
 __all__ = ["Actor", "Close", "Message", "Refresh", "Wake"]
 
@@ -66,13 +66,13 @@ class Actor:
 
     def __init__(
         self,
-        core: Core,
+        engine: Engine,
         saga_id: str,
         progress: Progress | None = None,
         inbox: list[InboxItem] | None = None,
     ) -> None:
         self.saga_id = saga_id
-        self._core = core
+        self._engine = engine
         self._progress = progress
         self._inbox = inbox  # the pending inbox, if the runtime read it already
         self.mailbox, self._inbound = anyio.create_memory_object_stream[Message](math.inf)
@@ -87,7 +87,7 @@ class Actor:
         self._consumed: list[str] = []
         self._closed: str | None = None
         self._observers = ObserverCalls(())
-        self.fence = core.store.fence  # the lease this actor writes under (shared stores)
+        self.fence = engine.store.fence  # the lease this actor writes under (shared stores)
         self._first: Invocation | None = None  # set by `begin`: the handler to run first
 
     def begin(self, first: Record, state: bytes) -> list[Record]:
@@ -110,7 +110,7 @@ class Actor:
         assert progress.seq == first.seq == 1
         self._prepare(progress, state)
         if self._observers:
-            self._infos.append(self._core.info_of(progress, self._saga))
+            self._infos.append(self._engine.info_of(progress, self._saga))
         self._batch.append(first)
         self._first = self._advance(progress)
         records, self._batch = self._batch, []
@@ -135,9 +135,9 @@ class Actor:
             await self._load()
             await self._drive()
         except Exception as error:
-            self._core.actor_failed(self, error)
+            self._engine.actor_failed(self, error)
         finally:
-            self._core.actor_stopped(self)
+            self._engine.actor_stopped(self)
             self.mailbox.close()
             self._inbound.close()
 
@@ -146,18 +146,18 @@ class Actor:
             return  # begun by `Runtime.start`: a new saga, whose inbox was empty at its start
         progress = self._progress
         if progress is None:
-            progress = self._progress = await self._core.fold(self.saga_id)
+            progress = self._progress = await self._engine.fold(self.saga_id)
         state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
         self._prepare(progress, state)
         inbox, self._inbox = self._inbox, None
         if inbox is None:
-            inbox = await self._core.store.inbox(self.saga_id)
+            inbox = await self._engine.store.inbox(self.saga_id)
         for item in inbox:
             self._accept(item)
 
     def _prepare(self, progress: Progress, state: bytes) -> None:
-        self._saga = self._core.definition_for(progress)
-        self._observers = self._core.observers_for(self._saga)
+        self._saga = self._engine.definition_for(progress)
+        self._observers = self._engine.observers_for(self._saga)
         self._state = state
 
     def _accept(self, message: Message) -> None:
@@ -178,10 +178,10 @@ class Actor:
         progress = self._progress
         assert progress is not None
         first, self._first = self._first, None
-        if first is not None and not self._core.closing:
+        if first is not None and not self._engine.closing:
             await self._invoke(progress, first)  # its step_started was committed by the start
         while True:
-            closing = self._core.closing
+            closing = self._engine.closing
             while not closing:  # take every message already there
                 try:
                     message = self._inbound.receive_nowait()
@@ -197,23 +197,23 @@ class Actor:
                 # Everything this actor consumed is committed by now, so what the store
                 # still has pending is exactly what it has not taken.
                 self._refresh = False
-                for item in await self._core.store.inbox(self.saga_id):
+                for item in await self._engine.store.inbox(self.saga_id):
                     self._accept(item)
             invocation = self._advance(progress)
             if self._batch:
                 await self._commit()
             if progress.terminal:
-                self._core.saga_finished(self.saga_id, self._final_info)
+                self._engine.saga_finished(self.saga_id, self._final_info)
                 return
             if invocation is not None:
                 await self._invoke(progress, invocation)
                 continue
             deadline = progress.wake_at
             if deadline is not None:
-                if deadline <= self._core.clock.now():
+                if deadline <= self._engine.clock.now():
                     continue
-                self._core.timers.arm(self.saga_id, deadline)
-            if self._core.try_passivate(self):
+                self._engine.timers.arm(self.saga_id, deadline)
+            if self._engine.try_passivate(self):
                 return
             self._accept(await self._inbound.receive())
 
@@ -222,13 +222,13 @@ class Actor:
         progress = self._progress
         assert progress is not None
         assert self._saga is not None
-        return progress.info(self._core.decode_state(self._saga, self._state))
+        return progress.info(self._engine.decode_state(self._saga, self._state))
 
     def _advance(self, p: Progress) -> Invocation | None:
         """Append every record the log owes now; return the handler to invoke, if any."""
         saga = self._saga
         assert saga is not None
-        now = self._core.clock.now()
+        now = self._engine.clock.now()
         while not p.terminal:
             step = p.step
             if self._abort is not None:
@@ -261,7 +261,7 @@ class Actor:
             elif p.handler is not None:
                 assert step is not None
                 direction = {"compensating": p.compensating}
-                if p.in_flight and p.recoveries + 1 >= self._core.max_recoveries:
+                if p.in_flight and p.recoveries + 1 >= self._engine.max_recoveries:
                     message = (
                         f"handler {p.handler} of step {step!r} was interrupted "
                         f"{p.recoveries + 1} times by crashes"
@@ -299,7 +299,7 @@ class Actor:
                     del self._events[item.event_id]
                     self._consumed.append(item.event_id)
                     self._taken.add(item.event_id)
-                    self._core.timers.disarm(self.saga_id)
+                    self._engine.timers.disarm(self.saga_id)
                     delivered = {"event_id": item.event_id, "name": item.name, "key": item.key,
                                  "payload": payload}  # fmt: skip
                     if headers:
@@ -350,12 +350,12 @@ class Actor:
         progress = self._progress
         assert progress is not None
         record = Record(
-            seq=progress.seq + 1, kind=kind, at=self._core.clock.now(), step=step, data=data
+            seq=progress.seq + 1, kind=kind, at=self._engine.clock.now(), step=step, data=data
         )
         progress.apply(record)
         self._batch.append(record)
         if self._observers:
-            self._infos.append(self._core.info_of(progress, self._saga))
+            self._infos.append(self._engine.info_of(progress, self._saga))
 
     async def _commit(self) -> None:
         progress = self._progress
@@ -372,8 +372,8 @@ class Actor:
             closed=closed,
             fence=self.fence,
         )
-        await self._core.store.append(append)
-        self._core.transitions += len(records)
+        await self._engine.store.append(append)
+        self._engine.transitions += len(records)
         for record, info in zip(records, infos, strict=False):
             await self._observers.on_transition(plain_record(record), info)
 
@@ -385,15 +385,15 @@ class Actor:
         ctx: StepContext[Any] = StepContext(
             saga_id=self.saga_id,
             saga_name=saga.name,
-            state=self._core.decode_state(saga, self._state),
+            state=self._engine.decode_state(saga, self._state),
             step=inv.step.name,
             attempt=inv.attempt,
             compensating=inv.compensating,
             event=inv.event,
             annotations=p.annotations,
         )
-        core = self._core
-        outcome = await invoke(inv, ctx, self._observers, core.clock, core.max_payload_bytes)
+        engine = self._engine
+        outcome = await invoke(inv, ctx, self._observers, engine.clock, engine.max_payload_bytes)
         if outcome.state is not None:
             self._state = outcome.state
         self._add(outcome.kind, inv.step.name, outcome.data)

@@ -45,26 +45,26 @@ class SagaHandle:
         if timeout is not None:
             timeout = check_seconds(timeout, "timeout", high=math.inf)
         runtime = self._runtime
-        core = runtime._core
+        engine = runtime._engine
         with anyio.fail_after(timeout):
-            finished = core.finished_waiter(self.saga_id)
+            finished = engine.finished_waiter(self.saga_id)
             # An actor of this runtime that runs the saga reports its end, with the final
             # SagaInfo, or its stop (a wait, a shutdown): no read and no poll meanwhile.
-            ask = not core.is_active(self.saga_id)
+            ask = not engine.is_active(self.saga_id)
             while True:
                 if ask:
                     info = await runtime.get(self.saga_id)
-                    core.raise_if_parked(info)
+                    engine.raise_if_parked(info)
                     if info.status.terminal:
                         return info
-                if core.is_active(self.saga_id):
+                if engine.is_active(self.saga_id):
                     await finished.event.wait()
                 else:  # it may be woken here, or end in another process
                     with anyio.move_on_after(_POLL_INTERVAL):
                         await finished.event.wait()
                 if finished.info is not None:
                     return finished.info
-                finished = core.finished_waiter(self.saga_id)
+                finished = engine.finished_waiter(self.saga_id)
                 ask = True
 
     def __repr__(self) -> str:

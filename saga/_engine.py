@@ -1,6 +1,6 @@
 """The runtime's machinery: the definitions, the actor registry, recovery, parking.
 
-`Runtime` is the public face; `Core` is what it and every actor share. Keeping them apart
+`Runtime` is the public face; `Engine` is what it and every actor share. Keeping them apart
 keeps the public class to its API, and gives actors a narrow, internal surface.
 
 What other processes on the same store ask of this runtime, and keeping a worker's lease
@@ -42,7 +42,7 @@ from saga._timers import TimerService
 from saga._validate import check_name
 from saga._watch import take_request
 
-__all__ = ["Core", "Finished"]
+__all__ = ["Engine", "Finished"]
 
 logger = logging.getLogger("saga.runtime")
 
@@ -65,7 +65,7 @@ def fold_log(saga_id: str, bodies: list[bytes]) -> Progress:
         raise CorruptLog(f"the log of saga {saga_id!r} cannot be used: {error}") from None
 
 
-class Core:
+class Engine:
     """State and services shared by the `Runtime` and its actors."""
 
     def __init__(
