@@ -5,23 +5,23 @@
   them within `INBOX_POLL_INTERVAL` seconds, or at once where the store can announce them.
 * `keep_ownership`: on a shared store, renew this worker's lease and take over the sagas
   of workers whose lease ran out.
+
+They serve the engine (`saga._engine.Engine`) through the little of it they need (`Host`),
+so that the engine can run them without the two modules importing each other.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 
 from saga._errors import StoreError
 from saga._requests import decode_request
-from saga._store import InboxItem, InboxKind
+from saga._store import InboxItem, InboxKind, Store
 
-if TYPE_CHECKING:
-    from saga._engine import Engine
-
-__all__ = ["INBOX_POLL_INTERVAL", "keep_ownership", "take_request", "watch_inbox"]
+__all__ = ["INBOX_POLL_INTERVAL", "Host", "keep_ownership", "take_request", "watch_inbox"]
 
 logger = logging.getLogger("saga.runtime")
 
@@ -32,7 +32,34 @@ INBOX_POLL_INTERVAL = 0.25
 SWEEP_INTERVAL = 30.0
 
 
-async def watch_inbox(engine: Engine, mark: int) -> None:
+class Host(Protocol):
+    """What the background duties ask of the engine they serve."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    def notify(self, saga_id: str) -> None:
+        """The saga's inbox changed in the store behind this runtime's back."""
+
+    async def resume(
+        self, saga_id: str, reason: str, by: str | None, *, request: str | None = None
+    ) -> bool:
+        """Send a ``FAILED`` saga back to compensating, consuming ``request``."""
+
+    async def renew_lease(self, stale: int | None = None) -> None:
+        """Renew this worker's lease, or register again if it ran out."""
+
+    async def claim_orphans(self, *, sweep: bool = False) -> list[str]:
+        """Take over open sagas nobody runs; their ids."""
+
+    def take_over(self, saga_id: str) -> None:
+        """Run a saga this worker just claimed."""
+
+
+async def watch_inbox(engine: Host, mark: int) -> None:
     """Act on inbox entries other processes write (command-line requests, events).
 
     Runs until cancelled; a failing look is logged and retried at the next tick.
@@ -50,7 +77,7 @@ async def watch_inbox(engine: Engine, mark: int) -> None:
                            exc_info=not isinstance(error, StoreError))  # fmt: skip
 
 
-async def take_request(engine: Engine, item: InboxItem) -> None:
+async def take_request(engine: Host, item: InboxItem) -> None:
     """Hand an entry another process stored to its saga, or perform a resume request."""
     if engine.closing:
         return
@@ -67,7 +94,7 @@ async def take_request(engine: Engine, item: InboxItem) -> None:
                        error)  # fmt: skip
 
 
-async def keep_ownership(engine: Engine) -> None:
+async def keep_ownership(engine: Host) -> None:
     """On a shared store: renew this worker's lease, take over dead workers' sagas.
 
     Runs until cancelled. When the lease was lost (this process was paused or cut off for
