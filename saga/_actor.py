@@ -8,23 +8,29 @@ nothing of it stays in memory. An event, a timer or an abort brings it back from
 Inbox entries reach an actor two ways: handed over by this runtime right after it stored
 them, or, for entries another process stored (the command line), as a `Refresh` that
 makes the actor re-read its pending inbox from the store.
+
+The actor is the one place that builds and commits a saga's records: a new saga's first
+commit (`create`), an operator's resume (`resume`) and every later transition. It asks the
+engine that runs it only for what `ActorHost` names.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import msgspec
 
+from saga._clock import Clock
 from saga._context import Event, StepContext
 from saga._definition import Saga
-from saga._errors import PoisonStep
-from saga._fold import Progress, Todo
+from saga._errors import LeaseLost, PoisonStep
+from saga._fold import Progress, Todo, typed_state
 from saga._handlers import Invocation, invoke
-from saga._info import SagaInfo, index_row
+from saga._info import SagaInfo, Status, index_row
 from saga._observer import ObserverCalls
 from saga._records import (
     Kind,
@@ -36,14 +42,18 @@ from saga._records import (
     plain_record,
 )
 from saga._requests import decode_request
-from saga._store import Append, InboxItem, InboxKind
+from saga._store import Append, InboxItem, InboxKind, SagaRow, Store
+from saga._timers import TimerService
 
-if TYPE_CHECKING:
-    from saga._engine import Engine
-
-__all__ = ["Actor", "Close", "Message", "Refresh", "Wake"]
+__all__ = ["Actor", "ActorHost", "Close", "Message", "Refresh", "Wake"]
 
 logger = logging.getLogger("saga.runtime")
+
+T = TypeVar("T")
+
+# A first commit refused for a lost lease is tried again under a new one.
+_START_ATTEMPTS = 3
+_RESUME_ATTEMPTS = 2
 
 
 class Wake:
@@ -61,12 +71,64 @@ class Refresh:
 Message = InboxItem | Wake | Close | Refresh
 
 
+class ActorHost(Protocol):
+    """What an actor needs of the engine that runs it (`saga._engine.Engine`)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def timers(self) -> TimerService: ...
+
+    @property
+    def closing(self) -> bool:
+        """The runtime is shutting down: start no new handler."""
+
+    @property
+    def max_payload_bytes(self) -> int: ...
+
+    @property
+    def max_recoveries(self) -> int: ...
+
+    transitions: int  # records committed by this runtime, counted by `Actor.announce`
+
+    async def fold(self, saga_id: str) -> Progress:
+        """Read and fold the saga's log."""
+
+    def definition_for(self, progress: Progress) -> Saga[Any]:
+        """The registered definition that wrote this log, else `DefinitionMismatch`."""
+
+    def observers_for(self, saga: Saga[Any]) -> ObserverCalls:
+        """The observers called for this definition's sagas."""
+
+    def decode_state(self, saga: Saga[Any], state: bytes) -> Any:
+        """A fresh typed copy of an encoded state."""
+
+    async def renew_lease(self, stale: int | None = None) -> None:
+        """Renew this worker's lease, or register again if it ran out."""
+
+    def try_passivate(self, actor: Actor) -> bool:
+        """Unregister an idle actor, unless a message reached it meanwhile."""
+
+    def actor_stopped(self, actor: Actor) -> None:
+        """The actor's task ends (after `actor_failed`, if it failed)."""
+
+    def actor_failed(self, actor: Actor, error: Exception) -> None:
+        """The actor stopped on ``error``: park its saga, or try again later."""
+
+    def saga_finished(self, saga_id: str, final: Callable[[], SagaInfo] | None = None) -> None:
+        """The saga ended; ``final`` gives its `SagaInfo` to whoever waits for that."""
+
+
 class Actor:
-    """Drives one saga from its log. Created and registered by the runtime."""
+    """Drives one saga from its log. Created and registered by the engine."""
 
     def __init__(
         self,
-        engine: Engine,
+        engine: ActorHost,
         saga_id: str,
         progress: Progress | None = None,
         inbox: list[InboxItem] | None = None,
@@ -83,42 +145,90 @@ class Actor:
         self._saga: Saga[Any] | None = None
         self._state = b""  # committed state, encoded
         self._batch: list[Record] = []
+        self._sealed: list[Record] = []  # handed to the store; `announce` reports them
         self._infos: list[SagaInfo] = []
         self._consumed: list[str] = []
         self._closed: str | None = None
         self._observers = ObserverCalls(())
         self.fence = engine.store.fence  # the lease this actor writes under (shared stores)
-        self._first: Invocation | None = None  # set by `begin`: the handler to run first
+        self._first: Invocation | None = None  # set by `create`: the handler to run first
 
-    def begin(self, first: Record, state: bytes) -> list[Record]:
-        """Prepare a saga `Runtime.start` is creating: the records of its first commit.
+    # -- a saga's first commit here: a new saga, a resumed one ------------------------------
 
-        The actor was created with the progress after ``first`` (``saga_started``). This
-        adds the first step's ``step_started``, so that the saga's start and its first
-        step's start are one commit. Once that commit is done, the runtime calls `announce`
-        and runs the actor, which invokes the first handler without reading the store.
+    async def create(
+        self, saga: Saga[Any], state: bytes, annotations: Mapping[str, str]
+    ) -> SagaRow | None:
+        """Write a new saga: ``saga_started`` and its first step's ``step_started``, one commit.
+
+        Once that commit is done, the engine registers the actor, calls `announce` and runs
+        it, and it invokes the first handler without reading the store: the store had
+        nothing more for a saga that did not exist.
 
         Args:
-            first: the ``saga_started`` record.
+            saga: its definition.
             state: the initial state, encoded.
+            annotations: what the observers' ``on_start`` returned, for the log.
 
         Returns:
-            ``first`` and the records that follow it now.
+            ``None``, or the existing row if the id is taken (and nothing is written).
+        """
+        self._saga = saga
+        self._observers = self._engine.observers_for(saga)
+        self._state = state
+        self._inbox = []  # a saga that did not exist has nothing in its inbox
+        data = {
+            "saga_id": self.saga_id, "name": saga.name, "version": saga.version,
+            "steps": list(saga.step_names), "state": msgspec.Raw(state),
+        }  # fmt: skip
+        if annotations:
+            data["annotations"] = annotations
+        self._add(Kind.SAGA_STARTED, None, data)
+        progress = self._progress
+        assert progress is not None
+        self._first = self._advance(progress)  # the first step's start: the same commit
+        store = self._engine.store
+
+        def start(append: Append) -> Awaitable[SagaRow | None]:
+            return store.start(append.row, append.records, fence=append.fence)
+
+        return await self._first_commit(start, _START_ATTEMPTS)
+
+    async def resume(self, reason: str, by: str | None, request: str | None) -> bool:
+        """Write ``saga_resumed`` to the ``FAILED`` saga this actor was made with the fold of.
+
+        Once it is committed, the engine registers, announces and runs the actor as after
+        `create`; the actor then reads its pending inbox and compensates.
+
+        Args:
+            reason: why it may continue now.
+            by: who resumed it.
+            request: the inbox entry asking for it, consumed in the same commit.
+
+        Returns:
+            Whether it was written: ``False`` if the saga is no longer ``FAILED``.
+
+        Raises:
+            DefinitionMismatch: its definition is not registered here.
         """
         progress = self._progress
         assert progress is not None
-        assert progress.seq == first.seq == 1
+        state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
         self._prepare(progress, state)
-        if self._observers:
-            self._infos.append(self._engine.info_of(progress, self._saga))
-        self._batch.append(first)
-        self._first = self._advance(progress)
-        records, self._batch = self._batch, []
-        return records
+        if request is not None:
+            self._consumed.append(request)
+        self._add(Kind.SAGA_RESUMED, progress.step, {"reason": reason, "by": by})
+        store = self._engine.store
 
-    async def announce(self, records: list[Record]) -> None:
-        """Call observers for the records `begin` returned, once they are committed."""
+        def append_if(append: Append) -> Awaitable[bool]:
+            return store.append_if(append, status=Status.FAILED.value)
+
+        return await self._first_commit(append_if, _RESUME_ATTEMPTS)
+
+    async def announce(self) -> None:
+        """Count the records just committed, then call the observers for each."""
+        records, self._sealed = self._sealed, []
         infos, self._infos = self._infos, []
+        self._engine.transitions += len(records)
         for record, info in zip(records, infos, strict=False):
             await self._observers.on_transition(plain_record(record), info)
 
@@ -142,13 +252,12 @@ class Actor:
             self._inbound.close()
 
     async def _load(self) -> None:
-        if self._saga is not None:
-            return  # begun by `Runtime.start`: a new saga, whose inbox was empty at its start
-        progress = self._progress
-        if progress is None:
-            progress = self._progress = await self._engine.fold(self.saga_id)
-        state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
-        self._prepare(progress, state)
+        if self._saga is None:  # else it has just written the log's last records
+            progress = self._progress
+            if progress is None:
+                progress = self._progress = await self._engine.fold(self.saga_id)
+            state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
+            self._prepare(progress, state)
         inbox, self._inbox = self._inbox, None
         if inbox is None:
             inbox = await self._engine.store.inbox(self.saga_id)
@@ -347,24 +456,54 @@ class Actor:
         return queue
 
     def _add(self, kind: str, step: str | None, data: dict[str, Any]) -> None:
+        """Build the log's next record, fold it in, and add it to the next commit."""
         progress = self._progress
-        assert progress is not None
-        record = Record(
-            seq=progress.seq + 1, kind=kind, at=self._engine.clock.now(), step=step, data=data
-        )
-        progress.apply(record)
+        seq = 1 if progress is None else progress.seq + 1
+        record = Record(seq=seq, kind=kind, at=self._engine.clock.now(), step=step, data=data)
+        if progress is None:
+            progress = self._progress = Progress(record)
+        else:
+            progress.apply(record)
         self._batch.append(record)
         if self._observers:
-            self._infos.append(self._engine.info_of(progress, self._saga))
+            saga = self._saga
+            state = progress.state if saga is None else typed_state(progress.state, saga.state)
+            self._infos.append(progress.info(state))
 
     async def _commit(self) -> None:
+        """Commit the records added since the last commit (one `Store.append`), announce them."""
+        await self._engine.store.append(self._seal())
+        await self.announce()
+
+    async def _first_commit(self, write: Callable[[Append], Awaitable[T]], attempts: int) -> T:
+        """Commit the records that bring a saga to this worker: `create`, `resume`.
+
+        Nothing may come to a worker under a lease another worker may already have counted
+        dead: a write refused for a lost lease (`LeaseLost`, nothing written) is tried again
+        under the lease this worker holds after registering again, up to ``attempts`` times.
+        """
+        append = self._seal()
+        for _ in range(attempts - 1):
+            try:
+                return await write(append)
+            except LeaseLost:
+                # This worker was paused or cut off past its lease; one re-registration
+                # serves however many writers find it gone at once.
+                await self._engine.renew_lease(stale=self.fence)
+                self.fence = self._engine.store.fence
+                append = msgspec.structs.replace(append, fence=self.fence)
+        return await write(append)
+
+    def _seal(self) -> Append:
+        """The records added since the last commit as one write, with the index row after
+        them and the inbox entries they take; `announce` reports them once committed."""
         progress = self._progress
         assert progress is not None
         records, self._batch = self._batch, []
-        infos, self._infos = self._infos, []
+        self._sealed += records
         consumed, self._consumed = self._consumed, []
         closed, self._closed = self._closed, None
-        append = Append(
+        return Append(
             saga_id=self.saga_id,
             records=[(r.seq, encode_record(r)) for r in records],
             row=index_row(progress, self._state),
@@ -372,10 +511,6 @@ class Actor:
             closed=closed,
             fence=self.fence,
         )
-        await self._engine.store.append(append)
-        self._engine.transitions += len(records)
-        for record, info in zip(records, infos, strict=False):
-            await self._observers.on_transition(plain_record(record), info)
 
     # -- handlers -----------------------------------------------------------------------------
 

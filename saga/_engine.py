@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -27,16 +26,17 @@ from saga._errors import (
     DefinitionMismatch,
     LeaseLost,
     SagaError,
+    SagaExists,
     StoreError,
     UnknownDefinition,
     UnknownSaga,
 )
 from saga._fold import Progress, typed_state
-from saga._info import ErrorInfo, SagaInfo, Status, index_row, info_from_row
+from saga._info import ErrorInfo, SagaInfo, Status, info_from_row
 from saga._observer import Observer, ObserverCalls
-from saga._records import Kind, Record, decode_record, encode_payload, encode_record
+from saga._records import decode_record
 from saga._replay import check_definition
-from saga._store import Append, InboxItem, InboxKind, SagaRow, Store
+from saga._store import InboxItem, InboxKind, SagaRow, Store
 from saga._store._base import CLAIM_BATCH
 from saga._timers import TimerService
 from saga._validate import check_name
@@ -189,40 +189,87 @@ class Engine:
             mail.setdefault(item.saga_id, []).append(item)
         return mail
 
+    # -- starting and resuming: an actor writes the first records, then runs ---------------
+
+    async def start(
+        self, saga: Saga[Any], saga_id: str, state: bytes, *, generated: bool = False
+    ) -> None:
+        """Create a saga and run it; it is durable when this returns.
+
+        The saga's actor writes ``saga_started`` and the first step's ``step_started`` in
+        one commit, under a live lease (`Actor.create`), then runs the first handler. An id
+        that exists with the same definition is left as it is.
+
+        Args:
+            saga: a registered definition.
+            saga_id: the new saga's id.
+            state: the initial state, encoded.
+            generated: ``saga_id`` was just made up at random, so it cannot exist yet.
+
+        Raises:
+            SagaExists: ``saga_id`` belongs to a saga of another definition.
+        """
+        calls = self.observers_for(saga)
+        annotations: Mapping[str, str] = {}
+        if calls:
+            # A repeated start must not make observers emit anything (e.g. a stray span).
+            # A random id is new: only a given one needs the look.
+            known = None if generated else await self.store.saga(saga_id)
+            if known is not None:
+                return _same_definition(saga, known)
+            annotations = await calls.on_start(saga_id, saga.name, saga.version)
+        actor = Actor(self, saga_id)
+        try:
+            existing = await actor.create(saga, state, annotations)
+        except BaseException:
+            actor.discard()
+            raise
+        if existing is not None:
+            actor.discard()
+            return _same_definition(saga, existing)
+        await self._hand_over(actor)
+
     async def resume(
         self, saga_id: str, reason: str, by: str | None, *, request: str | None = None
     ) -> bool:
         """Send a ``FAILED`` saga back to compensating; ``False`` if it is not ``FAILED``.
 
-        ``request`` is the inbox entry asking for it, consumed in the same commit.
+        ``request`` is the inbox entry asking for it, consumed in the same commit. The
+        resumed saga becomes this worker's (shared stores).
         """
         progress = await self.fold(saga_id)
         if progress.status is not Status.FAILED:
             return False
-        definition = self.definition_for(progress)
-        record = Record(seq=progress.seq + 1, kind=Kind.SAGA_RESUMED, at=self.clock.now(),
-                        step=progress.step, data={"reason": reason, "by": by})  # fmt: skip
-        progress.apply(record)
-        state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
-        consumed = [request] if request is not None else []
-        append = Append(
-            saga_id, [(record.seq, encode_record(record))], index_row(progress, state), consumed
-        )
-        fence = self.store.fence  # the resumed saga becomes this worker's (shared stores)
+        actor = Actor(self, saga_id, progress)
         try:
-            resumed = await self.store.append_if(append, status=Status.FAILED.value)
-        except LeaseLost:  # paused past the lease: nothing written; again, on a new one
-            await self.renew_lease(stale=fence)
-            resumed = await self.store.append_if(append, status=Status.FAILED.value)
+            resumed = await actor.resume(reason, by, request)
+        except BaseException:
+            actor.discard()
+            raise
         if not resumed:
+            actor.discard()
             return False
-        self.transitions += 1
         self.unpark(saga_id)
-        calls = self.observers_for(definition)
-        if calls:
-            await calls.on_transition(record, self.info_of(progress, definition))
-        self.activate(saga_id, progress)
+        await self._hand_over(actor)
         return True
+
+    async def _hand_over(self, actor: Actor) -> None:
+        """Run an actor whose first records are committed.
+
+        It is registered at once and run after the observers saw those records: a message
+        sent meanwhile waits in its mailbox, and the observers see the commit before
+        anything that follows it.
+        """
+        adopted = actor.saga_id not in self._actors  # else another actor took the saga
+        if adopted:
+            self._actors[actor.saga_id] = actor
+        try:
+            await actor.announce()
+        finally:
+            if not adopted:  # pragma: no cover - that actor folds the log and carries on
+                actor.discard()
+            elif self._actors.get(actor.saga_id) is actor:
+                self.running().start_soon(actor.run)
 
     # -- what actors use ----------------------------------------------------------------------
 
@@ -265,10 +312,6 @@ class Engine:
         except (msgspec.DecodeError, TypeError, RecursionError) as error:
             raise CorruptLog(f"saved state does not fit {saga.state.__name__}: {error}") from None
 
-    def info_of(self, progress: Progress, saga: Saga[Any] | None) -> SagaInfo:
-        state = progress.state if saga is None else typed_state(progress.state, saga.state)
-        return progress.info(state)
-
     def activate(
         self,
         saga_id: str,
@@ -279,21 +322,6 @@ class Engine:
         actor = Actor(self, saga_id, progress, inbox)
         self._actors[saga_id] = actor
         self.running().start_soon(actor.run)
-
-    def adopt(self, actor: Actor) -> bool:
-        """Register an actor built by `Runtime.start`, unless its saga has one already.
-
-        Messages for the saga queue in its mailbox until `launch` runs it.
-        """
-        if actor.saga_id in self._actors:
-            return False
-        self._actors[actor.saga_id] = actor
-        return True
-
-    def launch(self, actor: Actor) -> None:
-        """Run an adopted actor's task."""
-        if self._actors.get(actor.saga_id) is actor:
-            self.running().start_soon(actor.run)
 
     def try_passivate(self, actor: Actor) -> bool:
         """Unregister an idle actor, unless a message reached it meanwhile."""
@@ -444,3 +472,9 @@ class Engine:
             with contextlib.suppress(CorruptLog):  # garbage: reported just below
                 state = self.decode_state(definition, row.state)
         return info_from_row(row, state=state, error=self._parked.get(row.saga_id))
+
+
+def _same_definition(saga: Saga[Any], row: SagaRow) -> None:
+    """A start of an id that exists starts nothing; with another definition it is an error."""
+    if (row.name, row.version) != (saga.name, saga.version):
+        raise SagaExists(f"saga {row.saga_id!r} exists as {row.name!r} version {row.version}")

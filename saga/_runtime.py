@@ -16,19 +16,17 @@ import anyio.abc
 import msgspec
 from opentelemetry import propagate
 
-from saga._actor import Actor
 from saga._clock import Clock, SystemClock
 from saga._definition import Saga
 from saga._engine import Engine
-from saga._errors import CorruptLog, LeaseLost, SagaClosed, SagaExists, UnknownSaga
+from saga._errors import CorruptLog, SagaClosed, UnknownSaga
 from saga._export import SagaExport
-from saga._fold import Progress
 from saga._handle import SagaHandle
-from saga._info import DeadLetter, SagaInfo, Status, index_row
+from saga._info import DeadLetter, SagaInfo, Status
 from saga._observer import Observer
-from saga._records import Kind, Record, decode_record, encode_payload, encode_record
+from saga._records import Record, decode_record, encode_payload
 from saga._requests import encode_request
-from saga._store import InboxItem, InboxKind, SagaRow, SendResult, Store, open_store
+from saga._store import InboxItem, InboxKind, SendResult, Store, open_store
 from saga._validate import (
     MAX_BATCH,
     MAX_PAYLOAD_BYTES,
@@ -43,8 +41,6 @@ from saga._watch import keep_ownership, watch_inbox
 __all__ = ["Runtime"]
 
 logger = logging.getLogger("saga.runtime")
-
-_START_ATTEMPTS = 3  # a start refused for a lost lease is tried again under a new one
 
 
 class Runtime:
@@ -199,65 +195,8 @@ class Runtime:
         generated = saga_id is None
         saga_id = uuid.uuid4().hex if saga_id is None else check_name(saga_id, "saga_id")
         encoded = encode_payload(state, "state", self._engine.max_payload_bytes)
-        calls = self._engine.observers_for(definition)
-        data = {
-            "saga_id": saga_id, "name": definition.name, "version": definition.version,
-            "steps": list(definition.step_names), "state": msgspec.Raw(encoded),
-        }  # fmt: skip
-        if calls:
-            # A repeated start must not make observers emit anything (e.g. a stray span).
-            # A random id is new: only a given one needs the look.
-            known = None if generated else await self._engine.store.saga(saga_id)
-            if known is not None:
-                return self._existing(definition, known)
-            annotations = await calls.on_start(saga_id, definition.name, definition.version)
-            if annotations:
-                data["annotations"] = annotations
-        for attempt in range(_START_ATTEMPTS):
-            now = self._engine.clock.now()
-            first = Record(seq=1, kind=Kind.SAGA_STARTED, at=now, step=None, data=data)
-            progress = Progress(first)
-            actor = Actor(self._engine, saga_id, progress)
-            try:
-                # The first step's step_started goes into the start's commit: one commit.
-                records = actor.begin(first, encoded)
-                row = index_row(progress, encoded)  # after the first step's start
-                bodies = [(r.seq, encode_record(r)) for r in records]
-                existing = await self._engine.store.start(row, bodies, fence=actor.fence)
-            except LeaseLost:
-                # This worker was paused or cut off past its lease: a saga created under it
-                # would belong to a worker the others may have given up for dead. Nothing
-                # was written; register again and start it under the new lease.
-                actor.discard()
-                if attempt + 1 == _START_ATTEMPTS:
-                    raise
-                await self._engine.renew_lease(stale=actor.fence)
-                continue
-            except BaseException:
-                actor.discard()
-                raise
-            break
-        if existing is not None:
-            actor.discard()
-            return self._existing(definition, existing)
-        self._engine.transitions += len(records)
-        # Registered at once, run after the observers: an event sent meanwhile waits in
-        # its mailbox, and observers see the start's records before the first step.
-        adopted = self._engine.adopt(actor)  # else another actor took the saga meanwhile
-        try:
-            await actor.announce(records)
-        finally:
-            if adopted:
-                self._engine.launch(actor)
-            else:  # pragma: no cover - that actor folds the log and runs the first step
-                actor.discard()
+        await self._engine.start(definition, saga_id, encoded, generated=generated)
         return SagaHandle(self, saga_id)
-
-    def _existing(self, definition: Saga[Any], row: SagaRow) -> SagaHandle:
-        """``start`` of an id that exists: its handle if the definition matches."""
-        if (row.name, row.version) != (definition.name, definition.version):
-            raise SagaExists(f"saga {row.saga_id!r} exists as {row.name!r} version {row.version}")
-        return SagaHandle(self, row.saga_id)
 
     async def send(
         self,
