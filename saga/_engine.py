@@ -463,7 +463,15 @@ class Engine:
             raise UnknownDefinition(f"no saga definition named {saga_or_name!r}")
         return max(versions, key=lambda d: d.version)
 
+    async def get(self, saga_id: str) -> SagaInfo:
+        """The saga's `SagaInfo`, from its index row. Raises `UnknownSaga`."""
+        row = await self.store.saga(saga_id)
+        if row is None:
+            raise UnknownSaga(f"no saga with id {saga_id!r}")
+        return self.info(row)
+
     def info(self, row: SagaRow) -> SagaInfo:
+        """An index row as a `SagaInfo`: the state typed if its definition is here."""
         definition = self.definitions.get((row.name, row.version))
         state = None  # plain values, unless the definition is here to type them
         if definition is not None:

@@ -196,7 +196,7 @@ class Runtime:
         saga_id = uuid.uuid4().hex if saga_id is None else check_name(saga_id, "saga_id")
         encoded = encode_payload(state, "state", self._engine.max_payload_bytes)
         await self._engine.start(definition, saga_id, encoded, generated=generated)
-        return SagaHandle(self, saga_id)
+        return SagaHandle(self._engine, saga_id)
 
     async def send(
         self,
@@ -310,10 +310,7 @@ class Runtime:
     async def get(self, saga_id: str) -> SagaInfo:
         """The saga's current `SagaInfo`. Raises `UnknownSaga`."""
         check_name(saga_id, "saga_id")
-        row = await self._engine.store.saga(saga_id)
-        if row is None:
-            raise UnknownSaga(f"no saga with id {saga_id!r}")
-        return self._engine.info(row)
+        return await self._engine.get(saga_id)
 
     async def list(
         self, *, status: Status | str | None = None, name: str | None = None, limit: int = 100
@@ -384,4 +381,4 @@ class Runtime:
 
     def handle(self, saga_id: str) -> SagaHandle:
         """A handle on ``saga_id`` (no I/O; the id is checked when used)."""
-        return SagaHandle(self, check_name(saga_id, "saga_id"))
+        return SagaHandle(self._engine, check_name(saga_id, "saga_id"))
