@@ -1,7 +1,10 @@
-"""The runtime's machinery: the definitions, the actor registry, recovery, parking.
+"""The engine: a runtime's store, its definitions, its actors, recovery and parking.
 
-`Runtime` is the public face; `Engine` is what it and every actor share. Keeping them apart
-keeps the public class to its API, and gives actors a narrow, internal surface.
+`Runtime` is the public face: it checks arguments and calls the `Engine`, which owns
+everything that lives while the runtime runs: the registry of actors (one per active
+saga), the sagas parked or handed back, whoever waits for a saga's end, the timers and the
+background duties. Records are built and committed by the actors alone (`saga._actor`),
+starting and resuming included; an actor sees the engine only as an `ActorHost`.
 
 What other processes on the same store ask of this runtime, and keeping a worker's lease
 on a shared store, live in `saga._watch`.
@@ -36,11 +39,11 @@ from saga._info import ErrorInfo, SagaInfo, Status, info_from_row
 from saga._observer import Observer, ObserverCalls
 from saga._records import decode_record
 from saga._replay import check_definition
-from saga._store import InboxItem, InboxKind, SagaRow, Store
+from saga._store import InboxItem, InboxKind, SagaRow, SendResult, Store
 from saga._store._base import CLAIM_BATCH
 from saga._timers import TimerService
 from saga._validate import check_name
-from saga._watch import take_request
+from saga._watch import keep_ownership, take_request, watch_inbox
 
 __all__ = ["Engine", "Finished"]
 
@@ -66,7 +69,7 @@ def fold_log(saga_id: str, bodies: list[bytes]) -> Progress:
 
 
 class Engine:
-    """State and services shared by the `Runtime` and its actors."""
+    """What a `Runtime` runs on: its store, definitions and actors, and their bookkeeping."""
 
     def __init__(
         self,
@@ -97,6 +100,39 @@ class Engine:
         self.timers = TimerService(clock, self.wake, store.due)
         self.closing = False
         self.transitions = 0
+        self._exit: contextlib.AsyncExitStack | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store, recover every open saga, start the timers and background duties.
+
+        Raises:
+            RuntimeError: it is running already.
+        """
+        if self._exit is not None:
+            raise RuntimeError("this Runtime is already running")
+        stack = contextlib.AsyncExitStack()
+        await self.store.open()
+        stack.push_async_callback(self.store.close)
+        try:
+            tg = self.tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.push_async_callback(self.stop_actors)
+            mark = await self.recover()
+            tg.start_soon(self.timers.run)
+            tg.start_soon(watch_inbox, self, mark)
+            if self.store.shared:
+                tg.start_soon(keep_ownership, self)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._exit = stack
+
+    async def close(self) -> None:
+        """Let running handlers finish (for the shutdown grace), stop, close the store."""
+        stack, self._exit = self._exit, None
+        if stack is not None:
+            await stack.aclose()
 
     async def stop_actors(self) -> None:
         self.closing = True
@@ -271,6 +307,33 @@ class Engine:
             elif self._actors.get(actor.saga_id) is actor:
                 self.running().start_soon(actor.run)
 
+    async def put(
+        self,
+        saga_id: str,
+        event_id: str,
+        kind: str,
+        name: str,
+        payload: bytes,
+        *,
+        key: str | None = None,
+        headers: bytes | None = None,
+    ) -> SendResult:
+        """Store an inbox entry sent now; hand it to the saga's actor if the saga is ours.
+
+        Raises:
+            UnknownSaga: no saga has this id.
+        """
+        item = InboxItem(0, saga_id, event_id, kind, name, key, payload, self.clock.now(), headers)
+        result = await self.store.send(
+            saga_id, event_id, kind=kind, name=name, key=key, payload=payload,
+            sent_at=item.sent_at, headers=headers,
+        )  # fmt: skip
+        if result is SendResult.UNKNOWN:
+            raise UnknownSaga(f"no saga with id {saga_id!r}")
+        if result is SendResult.STORED:
+            self._hand(saga_id, item)  # the saga's actor takes it (or one is started)
+        return result
+
     # -- what actors use ----------------------------------------------------------------------
 
     async def fold(self, saga_id: str) -> Progress:
@@ -403,10 +466,6 @@ class Engine:
     def notify(self, saga_id: str) -> None:
         """The saga's inbox changed in the store behind this runtime's back."""
         self._hand(saga_id, Refresh())
-
-    def deliver(self, saga_id: str, item: InboxItem) -> None:
-        """This runtime just stored ``item`` for the saga."""
-        self._hand(saga_id, item)
 
     def _hand(self, saga_id: str, message: Message) -> None:
         """Give the saga's actor ``message``; with no actor, start one (it reads the store)."""

@@ -1,18 +1,18 @@
-"""`Runtime`: opens the store, recovers every open saga, and runs actors for them."""
+"""`Runtime`: the public face of the engine.
+
+It checks every argument and hands the call to `saga._engine.Engine`, which owns the store,
+the actors and everything they share.
+"""
 
 from __future__ import annotations
 
 import builtins
-import contextlib
-import logging
 import math
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
-import anyio
-import anyio.abc
 import msgspec
 from opentelemetry import propagate
 
@@ -26,7 +26,7 @@ from saga._info import DeadLetter, SagaInfo, Status
 from saga._observer import Observer
 from saga._records import Record, decode_record, encode_payload
 from saga._requests import encode_request
-from saga._store import InboxItem, InboxKind, SendResult, Store, open_store
+from saga._store import InboxKind, SendResult, Store, open_store
 from saga._validate import (
     MAX_BATCH,
     MAX_PAYLOAD_BYTES,
@@ -36,11 +36,8 @@ from saga._validate import (
     check_name,
     check_seconds,
 )
-from saga._watch import keep_ownership, watch_inbox
 
 __all__ = ["Runtime"]
-
-logger = logging.getLogger("saga.runtime")
 
 
 class Runtime:
@@ -113,7 +110,6 @@ class Runtime:
             max_recoveries=max_recoveries,
             shutdown_grace=shutdown_grace,
         )
-        self._exit: contextlib.AsyncExitStack | None = None
 
     @property
     def store(self) -> Store:
@@ -133,24 +129,7 @@ class Runtime:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._exit is not None:
-            raise RuntimeError("this Runtime is already running")
-        engine = self._engine
-        stack = contextlib.AsyncExitStack()
-        await engine.store.open()
-        stack.push_async_callback(engine.store.close)
-        try:
-            engine.tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.push_async_callback(engine.stop_actors)
-            mark = await engine.recover()
-            engine.tg.start_soon(engine.timers.run)
-            engine.tg.start_soon(watch_inbox, engine, mark)
-            if engine.store.shared:
-                engine.tg.start_soon(keep_ownership, engine)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._exit = stack
+        await self._engine.open()
         return self
 
     async def __aexit__(
@@ -159,9 +138,7 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack, self._exit = self._exit, None
-        if stack is not None:
-            await stack.aclose()
+        await self._engine.close()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -240,23 +217,12 @@ class Runtime:
         headers = (
             encode_payload(carrier, "headers", self._engine.max_payload_bytes) if carrier else None
         )
-        now = self._engine.clock.now()
-        item = InboxItem(0, saga_id, event_id, InboxKind.EVENT, name, key, body, now, headers)
-        if await self._put(item) is SendResult.CLOSED:
+        result = await self._engine.put(
+            saga_id, event_id, InboxKind.EVENT, name, body, key=key, headers=headers
+        )
+        if result is SendResult.CLOSED:
             raise SagaClosed(f"saga {saga_id!r} has ended; it takes no more events")
         return event_id
-
-    async def _put(self, item: InboxItem) -> SendResult:
-        """Store ``item`` (`UnknownSaga` if no such saga); hand it over if the saga is ours."""
-        result = await self._engine.store.send(
-            item.saga_id, item.event_id, kind=item.kind, name=item.name, key=item.key,
-            payload=item.payload, sent_at=item.sent_at, headers=item.headers,
-        )  # fmt: skip
-        if result is SendResult.UNKNOWN:
-            raise UnknownSaga(f"no saga with id {item.saga_id!r}")
-        if result is SendResult.STORED:
-            self._engine.deliver(item.saga_id, item)
-        return result
 
     async def abort(self, saga_id: str, reason: str, *, by: str = "api") -> None:
         """Operator action: stop a saga where it is and compensate; durable before it returns.
@@ -278,8 +244,7 @@ class Runtime:
         check_name(saga_id, "saga_id")
         body = encode_request(reason, by, self._engine.max_payload_bytes)
         event_id = "abort-" + uuid.uuid4().hex
-        now = self._engine.clock.now()
-        await self._put(InboxItem(0, saga_id, event_id, InboxKind.ABORT, "abort", None, body, now))
+        await self._engine.put(saga_id, event_id, InboxKind.ABORT, "abort", body)
 
     async def resume(
         self, saga_id: str, reason: str = "operator resume", *, by: str = "api"
