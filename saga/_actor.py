@@ -27,6 +27,7 @@ import msgspec
 from saga._clock import Clock
 from saga._context import Event, StepContext
 from saga._definition import Saga
+from saga._definitions import Definitions
 from saga._errors import LeaseLost, PoisonStep
 from saga._fold import Progress, Todo, typed_state
 from saga._handlers import Invocation, invoke
@@ -95,17 +96,11 @@ class ActorHost(Protocol):
 
     transitions: int  # records committed by this runtime, counted by `Actor.announce`
 
+    @property
+    def definitions(self) -> Definitions: ...
+
     async def fold(self, saga_id: str) -> Progress:
         """Read and fold the saga's log."""
-
-    def definition_for(self, progress: Progress) -> Saga[Any]:
-        """The registered definition that wrote this log, else `DefinitionMismatch`."""
-
-    def observers_for(self, saga: Saga[Any]) -> ObserverCalls:
-        """The observers called for this definition's sagas."""
-
-    def decode_state(self, saga: Saga[Any], state: bytes) -> Any:
-        """A fresh typed copy of an encoded state."""
 
     async def renew_lease(self, stale: int | None = None) -> None:
         """Renew this worker's lease, or register again if it ran out."""
@@ -173,7 +168,7 @@ class Actor:
             ``None``, or the existing row if the id is taken (and nothing is written).
         """
         self._saga = saga
-        self._observers = self._engine.observers_for(saga)
+        self._observers = self._engine.definitions.observers_for(saga)
         self._state = state
         self._inbox = []  # a saga that did not exist has nothing in its inbox
         data = {
@@ -265,8 +260,8 @@ class Actor:
             self._accept(item)
 
     def _prepare(self, progress: Progress, state: bytes) -> None:
-        self._saga = self._engine.definition_for(progress)
-        self._observers = self._engine.observers_for(self._saga)
+        self._saga = self._engine.definitions.definition_for(progress)
+        self._observers = self._engine.definitions.observers_for(self._saga)
         self._state = state
 
     def _accept(self, message: Message) -> None:
@@ -331,7 +326,7 @@ class Actor:
         progress = self._progress
         assert progress is not None
         assert self._saga is not None
-        return progress.info(self._engine.decode_state(self._saga, self._state))
+        return progress.info(self._engine.definitions.decode_state(self._saga, self._state))
 
     def _advance(self, p: Progress) -> Invocation | None:
         """Append every record the log owes now; return the handler to invoke, if any."""
@@ -520,7 +515,7 @@ class Actor:
         ctx: StepContext[Any] = StepContext(
             saga_id=self.saga_id,
             saga_name=saga.name,
-            state=self._engine.decode_state(saga, self._state),
+            state=self._engine.definitions.decode_state(saga, self._state),
             step=inv.step.name,
             attempt=inv.attempt,
             compensating=inv.compensating,

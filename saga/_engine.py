@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -24,6 +24,7 @@ import msgspec
 from saga._actor import Actor, Close, Message, Refresh, Wake
 from saga._clock import Clock
 from saga._definition import Saga
+from saga._definitions import Definitions
 from saga._errors import (
     CorruptLog,
     DefinitionMismatch,
@@ -31,18 +32,14 @@ from saga._errors import (
     SagaError,
     SagaExists,
     StoreError,
-    UnknownDefinition,
     UnknownSaga,
 )
 from saga._fold import Progress, typed_state
 from saga._info import ErrorInfo, SagaInfo, Status, info_from_row
-from saga._observer import Observer, ObserverCalls
 from saga._records import decode_record
-from saga._replay import check_definition
 from saga._store import InboxItem, InboxKind, SagaRow, SendResult, Store
 from saga._store._base import CLAIM_BATCH
 from saga._timers import TimerService
-from saga._validate import check_name
 from saga._watch import keep_ownership, take_request, watch_inbox
 
 __all__ = ["Engine", "Finished"]
@@ -75,8 +72,7 @@ class Engine:
         self,
         store: Store,
         clock: Clock,
-        definitions: dict[tuple[str, int], Saga[Any]],
-        observers: Sequence[Observer],
+        definitions: Definitions,
         *,
         max_payload_bytes: int,
         max_recoveries: int,
@@ -88,9 +84,6 @@ class Engine:
         self.max_payload_bytes = max_payload_bytes
         self.max_recoveries = max_recoveries
         self._grace = shutdown_grace
-        self._observers = tuple(observers)
-        self._observer_calls: dict[int, ObserverCalls] = {}
-        self._decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {}
         self._actors: dict[str, Actor] = {}
         self._parked: dict[str, ErrorInfo] = {}
         self._handed_back: set[str] = set()  # sagas this worker cannot run, left to others
@@ -172,7 +165,7 @@ class Engine:
             try:
                 progress = fold_log(saga_id, bodies)
                 # A saved state that does not fit the state type is as unusable as a bad record.
-                typed_state(progress.state, self.definition_for(progress).state)
+                typed_state(progress.state, self.definitions.definition_for(progress).state)
             except (CorruptLog, DefinitionMismatch) as error:
                 self.park(saga_id, error)
                 parked += 1
@@ -196,7 +189,7 @@ class Engine:
     async def claim_orphans(self, *, sweep: bool = False) -> list[str]:
         """Take over open sagas nobody runs, of the definitions this runtime has."""
         return await self.store.claim_orphans(
-            self.definitions, exclude=self._handed_back, sweep=sweep
+            self.definitions.keys, exclude=self._handed_back, sweep=sweep
         )
 
     async def renew_lease(self, stale: int | None = None) -> None:
@@ -245,7 +238,7 @@ class Engine:
         Raises:
             SagaExists: ``saga_id`` belongs to a saga of another definition.
         """
-        calls = self.observers_for(saga)
+        calls = self.definitions.observers_for(saga)
         annotations: Mapping[str, str] = {}
         if calls:
             # A repeated start must not make observers emit anything (e.g. a stray span).
@@ -342,38 +335,6 @@ class Engine:
         if not bodies:
             raise UnknownSaga(f"no saga with id {saga_id!r}")
         return fold_log(saga_id, bodies)
-
-    def definition_for(self, progress: Progress) -> Saga[Any]:
-        """The registered definition that wrote this log, else `DefinitionMismatch`."""
-        definition = self.definitions.get((progress.name, progress.version))
-        if definition is None:
-            raise DefinitionMismatch(
-                f"saga {progress.saga_id!r} needs definition {progress.name!r} version "
-                f"{progress.version}, which this runtime does not have"
-            )
-        check_definition(progress, definition)
-        return definition
-
-    def observers_for(self, saga: Saga[Any]) -> ObserverCalls:
-        calls = self._observer_calls.get(id(saga))
-        if calls is None:
-            calls = self._observer_calls[id(saga)] = ObserverCalls(self._observers + saga.observers)
-        return calls
-
-    @property
-    def observer_errors(self) -> int:
-        """How many observer calls raised since this runtime was created."""
-        return sum(calls.errors for calls in self._observer_calls.values())
-
-    def decode_state(self, saga: Saga[Any], state: bytes) -> Any:
-        """A fresh typed copy of an encoded state. Raises `CorruptLog` if it does not fit."""
-        decoder = self._decoders.get(id(saga))
-        if decoder is None:
-            decoder = self._decoders[id(saga)] = msgspec.msgpack.Decoder(saga.state)
-        try:
-            return decoder.decode(state)
-        except (msgspec.DecodeError, TypeError, RecursionError) as error:
-            raise CorruptLog(f"saved state does not fit {saga.state.__name__}: {error}") from None
 
     def activate(
         self,
@@ -510,18 +471,6 @@ class Engine:
             )
             raise cls(f"saga {info.saga_id!r} is parked: {error}")
 
-    def definition(self, saga_or_name: Saga[Any] | str) -> Saga[Any]:
-        if isinstance(saga_or_name, Saga):
-            key = (saga_or_name.name, saga_or_name.version)
-            if self.definitions.get(key) is not saga_or_name:
-                raise UnknownDefinition(f"{saga_or_name!r} is not registered with this runtime")
-            return saga_or_name
-        check_name(saga_or_name, "saga name")
-        versions = [d for (name, _), d in self.definitions.items() if name == saga_or_name]
-        if not versions:
-            raise UnknownDefinition(f"no saga definition named {saga_or_name!r}")
-        return max(versions, key=lambda d: d.version)
-
     async def get(self, saga_id: str) -> SagaInfo:
         """The saga's `SagaInfo`, from its index row. Raises `UnknownSaga`."""
         row = await self.store.saga(saga_id)
@@ -531,13 +480,13 @@ class Engine:
 
     def info(self, row: SagaRow) -> SagaInfo:
         """An index row as a `SagaInfo`: the state typed if its definition is here."""
-        definition = self.definitions.get((row.name, row.version))
+        definition = self.definitions.get(row.name, row.version)
         state = None  # plain values, unless the definition is here to type them
         if definition is not None:
             # A state saved by an incompatible type (that saga is parked) stays plain
             # rather than fail every get and list that includes it.
             with contextlib.suppress(CorruptLog):  # garbage: reported just below
-                state = self.decode_state(definition, row.state)
+                state = self.definitions.decode_state(definition, row.state)
         return info_from_row(row, state=state, error=self._parked.get(row.saga_id))
 
 

@@ -18,6 +18,7 @@ from opentelemetry import propagate
 
 from saga._clock import Clock, SystemClock
 from saga._definition import Saga
+from saga._definitions import Definitions
 from saga._engine import Engine
 from saga._errors import CorruptLog, SagaClosed, UnknownSaga
 from saga._export import SagaExport
@@ -104,8 +105,7 @@ class Runtime:
         self._engine = Engine(
             store,
             clock if clock is not None else SystemClock(),
-            definitions,
-            observers,
+            Definitions(definitions, observers),
             max_payload_bytes=max_payload_bytes,
             max_recoveries=max_recoveries,
             shutdown_grace=shutdown_grace,
@@ -124,7 +124,7 @@ class Runtime:
     @property
     def observer_errors(self) -> int:
         """How many observer calls raised since this runtime was created."""
-        return self._engine.observer_errors
+        return self._engine.definitions.observer_errors
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -164,7 +164,7 @@ class Runtime:
             PayloadTooLarge: the encoded state is over ``max_payload_bytes``.
         """
         self._engine.running()
-        definition = self._engine.definition(saga_or_name)
+        definition = self._engine.definitions.named(saga_or_name)
         if not isinstance(state, definition.state):
             raise TypeError(
                 f"state must be a {definition.state.__name__}, got {type(state).__name__}"
