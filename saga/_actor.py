@@ -148,7 +148,7 @@ class Actor:
         self.fence = engine.store.fence  # the lease this actor writes under (shared stores)
         self._first: Invocation | None = None  # set by `create`: the handler to run first
 
-    # -- a saga's first commit here: a new saga, a resumed one ------------------------------
+    # -- a saga's first commit here: a new saga, a resumed one --------------------------------
 
     async def create(
         self, saga: Saga[Any], state: bytes, annotations: Mapping[str, str]
@@ -182,14 +182,13 @@ class Actor:
         assert progress is not None
         self._first = self._advance(progress)  # the first step's start: the same commit
         store = self._engine.store
-
-        def start(append: Append) -> Awaitable[SagaRow | None]:
-            return store.start(append.row, append.records, fence=append.fence)
-
-        return await self._first_commit(start, _START_ATTEMPTS)
+        return await self._first_commit(
+            lambda append: store.start(append.row, append.records, fence=append.fence),
+            _START_ATTEMPTS,
+        )
 
     async def resume(self, reason: str, by: str | None, request: str | None) -> bool:
-        """Write ``saga_resumed`` to the ``FAILED`` saga this actor was made with the fold of.
+        """Write ``saga_resumed``: the actor was made with the fold of a ``FAILED`` saga.
 
         Once it is committed, the engine registers, announces and runs the actor as after
         `create`; the actor then reads its pending inbox and compensates.
@@ -213,11 +212,9 @@ class Actor:
             self._consumed.append(request)
         self._add(Kind.SAGA_RESUMED, progress.step, {"reason": reason, "by": by})
         store = self._engine.store
-
-        def append_if(append: Append) -> Awaitable[bool]:
-            return store.append_if(append, status=Status.FAILED.value)
-
-        return await self._first_commit(append_if, _RESUME_ATTEMPTS)
+        return await self._first_commit(
+            lambda append: store.append_if(append, status=Status.FAILED.value), _RESUME_ATTEMPTS
+        )
 
     async def announce(self) -> None:
         """Count the records just committed, then call the observers for each."""

@@ -143,6 +143,8 @@ class Engine:
             raise RuntimeError("the Runtime is not running; use 'async with Runtime(...)'")
         return self.tg
 
+    # -- recovery and ownership ---------------------------------------------------------------
+
     async def recover(self) -> int:
         """Resume every non-terminal saga from its log; park the ones that cannot be.
 
@@ -218,7 +220,7 @@ class Engine:
             mail.setdefault(item.saga_id, []).append(item)
         return mail
 
-    # -- starting and resuming: an actor writes the first records, then runs ---------------
+    # -- starting and resuming: an actor writes the first records, then runs ------------------
 
     async def start(
         self, saga: Saga[Any], saga_id: str, state: bytes, *, generated: bool = False
@@ -300,6 +302,8 @@ class Engine:
             elif self._actors.get(actor.saga_id) is actor:
                 self.running().start_soon(actor.run)
 
+    # -- messages from this runtime's callers -------------------------------------------------
+
     async def put(
         self,
         saga_id: str,
@@ -327,7 +331,7 @@ class Engine:
             self._hand(saga_id, item)  # the saga's actor takes it (or one is started)
         return result
 
-    # -- what actors use ----------------------------------------------------------------------
+    # -- the actors: registry, messages, parking, ends ----------------------------------------
 
     async def fold(self, saga_id: str) -> Progress:
         """Read and fold the saga's log."""
@@ -436,13 +440,6 @@ class Engine:
         elif self._may_run(saga_id):
             self.activate(saga_id)
 
-    def finished_waiter(self, saga_id: str) -> Finished:
-        """What `SagaHandle.result` waits on: set when the saga ends or is parked here."""
-        waiter = self._finished.get(saga_id)
-        if waiter is None:
-            waiter = self._finished[saga_id] = Finished()
-        return waiter
-
     def take_over(self, saga_id: str) -> None:
         """Run a saga this worker just claimed (an actor under an old fence is replaced)."""
         if self._may_run(saga_id):
@@ -457,6 +454,15 @@ class Engine:
             if actor.fence != self.store.fence:
                 with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
                     actor.mailbox.send_nowait(Close())
+
+    # -- what handles and readers ask ---------------------------------------------------------
+
+    def finished_waiter(self, saga_id: str) -> Finished:
+        """What `SagaHandle.result` waits on: set when the saga ends or is parked here."""
+        waiter = self._finished.get(saga_id)
+        if waiter is None:
+            waiter = self._finished[saga_id] = Finished()
+        return waiter
 
     def is_active(self, saga_id: str) -> bool:
         """Whether an actor of this runtime runs the saga: it reports its end or its stop."""
