@@ -2,7 +2,8 @@
 
 Layers, bottom up: the log's records (`Record`) and the fold that turns a log into a
 saga's condition (`replay`); the stores that keep logs, inboxes and deadlines; the actors
-that drive one saga each; and the `Runtime` that owns them all. Users touch the
+that drive one saga each and alone write its records; the engine that runs them; and the
+`Runtime`, the engine's public face. Users touch the
 definitions (`Saga`, `Step`, `wait_for`, `RetryPolicy`), the `Runtime` and the `Observer`
 hooks; everything else lives in private modules.
 """
