@@ -2,17 +2,18 @@
 
 Layers, bottom up: the log's records (`Record`) and the fold that turns a log into a
 saga's condition (`replay`); the stores that keep logs, inboxes and deadlines; the actors
-that drive one saga each; and the `Runtime` that owns them all. Users touch the
+that drive one saga each and alone write its records; the engine that runs them; and the
+`Runtime`, the engine's public face. Users touch the
 definitions (`Saga`, `Step`, `wait_for`, `RetryPolicy`), the `Runtime` and the `Observer`
 hooks; everything else lives in private modules.
 """
 
-from saga._definition import Event as Event
+from saga._context import Event as Event
+from saga._context import StepContext as StepContext
+from saga._context import Wait as Wait
+from saga._context import wait_for as wait_for
 from saga._definition import Saga as Saga
 from saga._definition import Step as Step
-from saga._definition import StepContext as StepContext
-from saga._definition import Wait as Wait
-from saga._definition import wait_for as wait_for
 from saga._errors import CorruptLog as CorruptLog
 from saga._errors import DefinitionMismatch as DefinitionMismatch
 from saga._errors import LeaseLost as LeaseLost

@@ -8,22 +8,30 @@ nothing of it stays in memory. An event, a timer or an abort brings it back from
 Inbox entries reach an actor two ways: handed over by this runtime right after it stored
 them, or, for entries another process stored (the command line), as a `Refresh` that
 makes the actor re-read its pending inbox from the store.
+
+The actor is the one place that builds and commits a saga's records: a new saga's first
+commit (`create`), an operator's resume (`resume`) and every later transition. It asks the
+engine that runs it only for what `ActorHost` names.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import msgspec
 
-from saga._definition import Event, Saga, StepContext, idempotency_key
-from saga._errors import PoisonStep
-from saga._fold import Progress, Todo
+from saga._clock import Clock
+from saga._context import Event, StepContext
+from saga._definition import Saga
+from saga._definitions import Definitions
+from saga._errors import LeaseLost, PoisonStep
+from saga._fold import Progress, Todo, typed_state
 from saga._handlers import Invocation, invoke
-from saga._info import SagaInfo, index_row
+from saga._info import SagaInfo, Status, index_row
 from saga._observer import ObserverCalls
 from saga._records import (
     Kind,
@@ -35,14 +43,18 @@ from saga._records import (
     plain_record,
 )
 from saga._requests import decode_request
-from saga._store import Append, InboxItem, InboxKind
+from saga._store import Append, InboxItem, InboxKind, SagaRow, Store
+from saga._timers import TimerService
 
-if TYPE_CHECKING:
-    from saga._core import Core
-
-__all__ = ["Actor", "Close", "Message", "Refresh", "Wake", "idempotency_key"]
+__all__ = ["Actor", "ActorHost", "Close", "Message", "Refresh", "Wake"]
 
 logger = logging.getLogger("saga.runtime")
+
+T = TypeVar("T")
+
+# A first commit refused for a lost lease is tried again under a new one.
+_START_ATTEMPTS = 3
+_RESUME_ATTEMPTS = 2
 
 
 class Wake:
@@ -60,18 +72,64 @@ class Refresh:
 Message = InboxItem | Wake | Close | Refresh
 
 
+class ActorHost(Protocol):
+    """What an actor needs of the engine that runs it (`saga._engine.Engine`)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def timers(self) -> TimerService: ...
+
+    @property
+    def closing(self) -> bool:
+        """The runtime is shutting down: start no new handler."""
+
+    @property
+    def max_payload_bytes(self) -> int: ...
+
+    @property
+    def max_recoveries(self) -> int: ...
+
+    transitions: int  # records committed by this runtime, counted by `Actor.announce`
+
+    @property
+    def definitions(self) -> Definitions: ...
+
+    async def fold(self, saga_id: str) -> Progress:
+        """Read and fold the saga's log."""
+
+    async def renew_lease(self, stale: int | None = None) -> None:
+        """Renew this worker's lease, or register again if it ran out."""
+
+    def try_passivate(self, actor: Actor) -> bool:
+        """Unregister an idle actor, unless a message reached it meanwhile."""
+
+    def actor_stopped(self, actor: Actor) -> None:
+        """The actor's task ends (after `actor_failed`, if it failed)."""
+
+    def actor_failed(self, actor: Actor, error: Exception) -> None:
+        """The actor stopped on ``error``: park its saga, or try again later."""
+
+    def saga_finished(self, saga_id: str, final: Callable[[], SagaInfo] | None = None) -> None:
+        """The saga ended; ``final`` gives its `SagaInfo` to whoever waits for that."""
+
+
 class Actor:
-    """Drives one saga from its log. Created and registered by the runtime."""
+    """Drives one saga from its log. Created and registered by the engine."""
 
     def __init__(
         self,
-        core: Core,
+        engine: ActorHost,
         saga_id: str,
         progress: Progress | None = None,
         inbox: list[InboxItem] | None = None,
     ) -> None:
         self.saga_id = saga_id
-        self._core = core
+        self._engine = engine
         self._progress = progress
         self._inbox = inbox  # the pending inbox, if the runtime read it already
         self.mailbox, self._inbound = anyio.create_memory_object_stream[Message](math.inf)
@@ -82,42 +140,87 @@ class Actor:
         self._saga: Saga[Any] | None = None
         self._state = b""  # committed state, encoded
         self._batch: list[Record] = []
+        self._sealed: list[Record] = []  # handed to the store; `announce` reports them
         self._infos: list[SagaInfo] = []
         self._consumed: list[str] = []
         self._closed: str | None = None
         self._observers = ObserverCalls(())
-        self.fence = core.store.fence  # the lease this actor writes under (shared stores)
-        self._first: Invocation | None = None  # set by `begin`: the handler to run first
+        self.fence = engine.store.fence  # the lease this actor writes under (shared stores)
+        self._first: Invocation | None = None  # set by `create`: the handler to run first
 
-    def begin(self, first: Record, state: bytes) -> list[Record]:
-        """Prepare a saga `Runtime.start` is creating: the records of its first commit.
+    # -- a saga's first commit here: a new saga, a resumed one --------------------------------
 
-        The actor was created with the progress after ``first`` (``saga_started``). This
-        adds the first step's ``step_started``, so that the saga's start and its first
-        step's start are one commit. Once that commit is done, the runtime calls `announce`
-        and runs the actor, which invokes the first handler without reading the store.
+    async def create(
+        self, saga: Saga[Any], state: bytes, annotations: Mapping[str, str]
+    ) -> SagaRow | None:
+        """Write a new saga: ``saga_started`` and its first step's ``step_started``, one commit.
+
+        Once that commit is done, the engine registers the actor, calls `announce` and runs
+        it, and it invokes the first handler without reading the store: the store had
+        nothing more for a saga that did not exist.
 
         Args:
-            first: the ``saga_started`` record.
+            saga: its definition.
             state: the initial state, encoded.
+            annotations: what the observers' ``on_start`` returned, for the log.
 
         Returns:
-            ``first`` and the records that follow it now.
+            ``None``, or the existing row if the id is taken (and nothing is written).
+        """
+        self._saga = saga
+        self._observers = self._engine.definitions.observers_for(saga)
+        self._state = state
+        self._inbox = []  # a saga that did not exist has nothing in its inbox
+        data = {
+            "saga_id": self.saga_id, "name": saga.name, "version": saga.version,
+            "steps": list(saga.step_names), "state": msgspec.Raw(state),
+        }  # fmt: skip
+        if annotations:
+            data["annotations"] = annotations
+        self._add(Kind.SAGA_STARTED, None, data)
+        progress = self._progress
+        assert progress is not None
+        self._first = self._advance(progress)  # the first step's start: the same commit
+        store = self._engine.store
+        return await self._first_commit(
+            lambda append: store.start(append.row, append.records, fence=append.fence),
+            _START_ATTEMPTS,
+        )
+
+    async def resume(self, reason: str, by: str | None, request: str | None) -> bool:
+        """Write ``saga_resumed``: the actor was made with the fold of a ``FAILED`` saga.
+
+        Once it is committed, the engine registers, announces and runs the actor as after
+        `create`; the actor then reads its pending inbox and compensates.
+
+        Args:
+            reason: why it may continue now.
+            by: who resumed it.
+            request: the inbox entry asking for it, consumed in the same commit.
+
+        Returns:
+            Whether it was written: ``False`` if the saga is no longer ``FAILED``.
+
+        Raises:
+            DefinitionMismatch: its definition is not registered here.
         """
         progress = self._progress
         assert progress is not None
-        assert progress.seq == first.seq == 1
+        state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
         self._prepare(progress, state)
-        if self._observers:
-            self._infos.append(self._core.info_of(progress, self._saga))
-        self._batch.append(first)
-        self._first = self._advance(progress)
-        records, self._batch = self._batch, []
-        return records
+        if request is not None:
+            self._consumed.append(request)
+        self._add(Kind.SAGA_RESUMED, progress.step, {"reason": reason, "by": by})
+        store = self._engine.store
+        return await self._first_commit(
+            lambda append: store.append_if(append, status=Status.FAILED.value), _RESUME_ATTEMPTS
+        )
 
-    async def announce(self, records: list[Record]) -> None:
-        """Call observers for the records `begin` returned, once they are committed."""
+    async def announce(self) -> None:
+        """Count the records just committed, then call the observers for each."""
+        records, self._sealed = self._sealed, []
         infos, self._infos = self._infos, []
+        self._engine.transitions += len(records)
         for record, info in zip(records, infos, strict=False):
             await self._observers.on_transition(plain_record(record), info)
 
@@ -134,29 +237,28 @@ class Actor:
             await self._load()
             await self._drive()
         except Exception as error:
-            self._core.actor_failed(self, error)
+            self._engine.actor_failed(self, error)
         finally:
-            self._core.actor_stopped(self)
+            self._engine.actor_stopped(self)
             self.mailbox.close()
             self._inbound.close()
 
     async def _load(self) -> None:
-        if self._saga is not None:
-            return  # begun by `Runtime.start`: a new saga, whose inbox was empty at its start
-        progress = self._progress
-        if progress is None:
-            progress = self._progress = await self._core.fold(self.saga_id)
-        state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
-        self._prepare(progress, state)
+        if self._saga is None:  # else it has just written the log's last records
+            progress = self._progress
+            if progress is None:
+                progress = self._progress = await self._engine.fold(self.saga_id)
+            state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
+            self._prepare(progress, state)
         inbox, self._inbox = self._inbox, None
         if inbox is None:
-            inbox = await self._core.store.inbox(self.saga_id)
+            inbox = await self._engine.store.inbox(self.saga_id)
         for item in inbox:
             self._accept(item)
 
     def _prepare(self, progress: Progress, state: bytes) -> None:
-        self._saga = self._core.definition_for(progress)
-        self._observers = self._core.observers_for(self._saga)
+        self._saga = self._engine.definitions.definition_for(progress)
+        self._observers = self._engine.definitions.observers_for(self._saga)
         self._state = state
 
     def _accept(self, message: Message) -> None:
@@ -177,10 +279,10 @@ class Actor:
         progress = self._progress
         assert progress is not None
         first, self._first = self._first, None
-        if first is not None and not self._core.closing:
+        if first is not None and not self._engine.closing:
             await self._invoke(progress, first)  # its step_started was committed by the start
         while True:
-            closing = self._core.closing
+            closing = self._engine.closing
             while not closing:  # take every message already there
                 try:
                     message = self._inbound.receive_nowait()
@@ -196,23 +298,23 @@ class Actor:
                 # Everything this actor consumed is committed by now, so what the store
                 # still has pending is exactly what it has not taken.
                 self._refresh = False
-                for item in await self._core.store.inbox(self.saga_id):
+                for item in await self._engine.store.inbox(self.saga_id):
                     self._accept(item)
             invocation = self._advance(progress)
             if self._batch:
                 await self._commit()
             if progress.terminal:
-                self._core.saga_finished(self.saga_id, self._final_info)
+                self._engine.saga_finished(self.saga_id, self._final_info)
                 return
             if invocation is not None:
                 await self._invoke(progress, invocation)
                 continue
             deadline = progress.wake_at
             if deadline is not None:
-                if deadline <= self._core.clock.now():
+                if deadline <= self._engine.clock.now():
                     continue
-                self._core.timers.arm(self.saga_id, deadline)
-            if self._core.try_passivate(self):
+                self._engine.timers.arm(self.saga_id, deadline)
+            if self._engine.try_passivate(self):
                 return
             self._accept(await self._inbound.receive())
 
@@ -221,13 +323,13 @@ class Actor:
         progress = self._progress
         assert progress is not None
         assert self._saga is not None
-        return progress.info(self._core.decode_state(self._saga, self._state))
+        return progress.info(self._engine.definitions.decode_state(self._saga, self._state))
 
     def _advance(self, p: Progress) -> Invocation | None:
         """Append every record the log owes now; return the handler to invoke, if any."""
         saga = self._saga
         assert saga is not None
-        now = self._core.clock.now()
+        now = self._engine.clock.now()
         while not p.terminal:
             step = p.step
             if self._abort is not None:
@@ -260,7 +362,7 @@ class Actor:
             elif p.handler is not None:
                 assert step is not None
                 direction = {"compensating": p.compensating}
-                if p.in_flight and p.recoveries + 1 >= self._core.max_recoveries:
+                if p.in_flight and p.recoveries + 1 >= self._engine.max_recoveries:
                     message = (
                         f"handler {p.handler} of step {step!r} was interrupted "
                         f"{p.recoveries + 1} times by crashes"
@@ -298,7 +400,7 @@ class Actor:
                     del self._events[item.event_id]
                     self._consumed.append(item.event_id)
                     self._taken.add(item.event_id)
-                    self._core.timers.disarm(self.saga_id)
+                    self._engine.timers.disarm(self.saga_id)
                     delivered = {"event_id": item.event_id, "name": item.name, "key": item.key,
                                  "payload": payload}  # fmt: skip
                     if headers:
@@ -346,24 +448,54 @@ class Actor:
         return queue
 
     def _add(self, kind: str, step: str | None, data: dict[str, Any]) -> None:
+        """Build the log's next record, fold it in, and add it to the next commit."""
         progress = self._progress
-        assert progress is not None
-        record = Record(
-            seq=progress.seq + 1, kind=kind, at=self._core.clock.now(), step=step, data=data
-        )
-        progress.apply(record)
+        seq = 1 if progress is None else progress.seq + 1
+        record = Record(seq=seq, kind=kind, at=self._engine.clock.now(), step=step, data=data)
+        if progress is None:
+            progress = self._progress = Progress(record)
+        else:
+            progress.apply(record)
         self._batch.append(record)
         if self._observers:
-            self._infos.append(self._core.info_of(progress, self._saga))
+            saga = self._saga
+            state = progress.state if saga is None else typed_state(progress.state, saga.state)
+            self._infos.append(progress.info(state))
 
     async def _commit(self) -> None:
+        """Commit the records added since the last commit (one `Store.append`), announce them."""
+        await self._engine.store.append(self._seal())
+        await self.announce()
+
+    async def _first_commit(self, write: Callable[[Append], Awaitable[T]], attempts: int) -> T:
+        """Commit the records that bring a saga to this worker: `create`, `resume`.
+
+        Nothing may come to a worker under a lease another worker may already have counted
+        dead: a write refused for a lost lease (`LeaseLost`, nothing written) is tried again
+        under the lease this worker holds after registering again, up to ``attempts`` times.
+        """
+        append = self._seal()
+        for _ in range(attempts - 1):
+            try:
+                return await write(append)
+            except LeaseLost:
+                # This worker was paused or cut off past its lease; one re-registration
+                # serves however many writers find it gone at once.
+                await self._engine.renew_lease(stale=self.fence)
+                self.fence = self._engine.store.fence
+                append = msgspec.structs.replace(append, fence=self.fence)
+        return await write(append)
+
+    def _seal(self) -> Append:
+        """The records added since the last commit as one write, with the index row after
+        them and the inbox entries they take; `announce` reports them once committed."""
         progress = self._progress
         assert progress is not None
         records, self._batch = self._batch, []
-        infos, self._infos = self._infos, []
+        self._sealed += records
         consumed, self._consumed = self._consumed, []
         closed, self._closed = self._closed, None
-        append = Append(
+        return Append(
             saga_id=self.saga_id,
             records=[(r.seq, encode_record(r)) for r in records],
             row=index_row(progress, self._state),
@@ -371,10 +503,6 @@ class Actor:
             closed=closed,
             fence=self.fence,
         )
-        await self._core.store.append(append)
-        self._core.transitions += len(records)
-        for record, info in zip(records, infos, strict=False):
-            await self._observers.on_transition(plain_record(record), info)
 
     # -- handlers -----------------------------------------------------------------------------
 
@@ -384,15 +512,15 @@ class Actor:
         ctx: StepContext[Any] = StepContext(
             saga_id=self.saga_id,
             saga_name=saga.name,
-            state=self._core.decode_state(saga, self._state),
+            state=self._engine.definitions.decode_state(saga, self._state),
             step=inv.step.name,
             attempt=inv.attempt,
             compensating=inv.compensating,
             event=inv.event,
             annotations=p.annotations,
         )
-        core = self._core
-        outcome = await invoke(inv, ctx, self._observers, core.clock, core.max_payload_bytes)
+        engine = self._engine
+        outcome = await invoke(inv, ctx, self._observers, engine.clock, engine.max_payload_bytes)
         if outcome.state is not None:
             self._state = outcome.state
         self._add(outcome.kind, inv.step.name, outcome.data)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import anyio
 
+from saga._engine import Engine
 from saga._info import SagaInfo
 from saga._validate import check_seconds
-
-if TYPE_CHECKING:
-    from saga._runtime import Runtime
 
 __all__ = ["SagaHandle"]
 
@@ -19,12 +16,12 @@ _POLL_INTERVAL = 1.0  # also catches sagas finished by another process on the sa
 
 
 class SagaHandle:
-    """A saga of a `Runtime`. Cheap to create; holds nothing but the id."""
+    """A saga of a `Runtime`. Cheap to create; holds nothing but the id (and its runtime)."""
 
-    __slots__ = ("_runtime", "saga_id")
+    __slots__ = ("_engine", "saga_id")
 
-    def __init__(self, runtime: Runtime, saga_id: str) -> None:
-        self._runtime = runtime
+    def __init__(self, engine: Engine, saga_id: str) -> None:
+        self._engine = engine
         self.saga_id = saga_id
 
     async def result(self, timeout: float | None = None) -> SagaInfo:
@@ -44,27 +41,26 @@ class SagaHandle:
         """
         if timeout is not None:
             timeout = check_seconds(timeout, "timeout", high=math.inf)
-        runtime = self._runtime
-        core = runtime._core
+        engine = self._engine
         with anyio.fail_after(timeout):
-            finished = core.finished_waiter(self.saga_id)
+            finished = engine.finished_waiter(self.saga_id)
             # An actor of this runtime that runs the saga reports its end, with the final
             # SagaInfo, or its stop (a wait, a shutdown): no read and no poll meanwhile.
-            ask = not core.is_active(self.saga_id)
+            ask = not engine.is_active(self.saga_id)
             while True:
                 if ask:
-                    info = await runtime.get(self.saga_id)
-                    core.raise_if_parked(info)
+                    info = await engine.get(self.saga_id)
+                    engine.raise_if_parked(info)
                     if info.status.terminal:
                         return info
-                if core.is_active(self.saga_id):
+                if engine.is_active(self.saga_id):
                     await finished.event.wait()
                 else:  # it may be woken here, or end in another process
                     with anyio.move_on_after(_POLL_INTERVAL):
                         await finished.event.wait()
                 if finished.info is not None:
                     return finished.info
-                finished = core.finished_waiter(self.saga_id)
+                finished = engine.finished_waiter(self.saga_id)
                 ask = True
 
     def __repr__(self) -> str:

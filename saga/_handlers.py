@@ -13,7 +13,8 @@ from typing import Any
 import msgspec
 
 from saga._clock import Clock
-from saga._definition import Event, Step, StepContext, Wait
+from saga._context import Event, StepContext, Wait
+from saga._definition import Step
 from saga._errors import PayloadTooLarge, StepTimeout
 from saga._fold import Handler
 from saga._info import ErrorInfo

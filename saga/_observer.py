@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from saga._definition import StepContext, Wait
+from saga._context import StepContext, Wait
 from saga._info import SagaInfo
 from saga._records import Record
 

@@ -1,34 +1,33 @@
-"""`Runtime`: opens the store, recovers every open saga, and runs actors for them."""
+"""`Runtime`: the public face of the engine.
+
+It checks every argument and hands the call to `saga._engine.Engine`, which owns the store,
+the actors and everything they share.
+"""
 
 from __future__ import annotations
 
 import builtins
-import contextlib
-import logging
 import math
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
-import anyio
-import anyio.abc
 import msgspec
 from opentelemetry import propagate
 
-from saga._actor import Actor
 from saga._clock import Clock, SystemClock
-from saga._core import Core
 from saga._definition import Saga
-from saga._errors import CorruptLog, LeaseLost, SagaClosed, SagaExists, UnknownSaga
+from saga._definitions import Definitions
+from saga._engine import Engine
+from saga._errors import CorruptLog, SagaClosed, UnknownSaga
 from saga._export import SagaExport
-from saga._fold import Progress
 from saga._handle import SagaHandle
-from saga._info import DeadLetter, SagaInfo, Status, index_row
+from saga._info import DeadLetter, SagaInfo, Status
 from saga._observer import Observer
-from saga._records import Kind, Record, decode_record, encode_payload, encode_record
+from saga._records import Record, decode_record, encode_payload
 from saga._requests import encode_request
-from saga._store import InboxItem, InboxKind, SagaRow, SendResult, Store, open_store
+from saga._store import InboxKind, SendResult, Store, open_store
 from saga._validate import (
     MAX_BATCH,
     MAX_PAYLOAD_BYTES,
@@ -38,13 +37,8 @@ from saga._validate import (
     check_name,
     check_seconds,
 )
-from saga._watch import keep_ownership, watch_inbox
 
 __all__ = ["Runtime"]
-
-logger = logging.getLogger("saga.runtime")
-
-_START_ATTEMPTS = 3  # a start refused for a lost lease is tried again under a new one
 
 
 class Runtime:
@@ -108,53 +102,34 @@ class Runtime:
         check_choice(durability, "durability", ("full", "normal"))
         store = open_store(url, durability=durability, max_batch=max_batch)
         self.url = url
-        self._core = Core(
+        self._engine = Engine(
             store,
             clock if clock is not None else SystemClock(),
-            definitions,
-            observers,
+            Definitions(definitions, observers),
             max_payload_bytes=max_payload_bytes,
             max_recoveries=max_recoveries,
             shutdown_grace=shutdown_grace,
         )
-        self._exit: contextlib.AsyncExitStack | None = None
 
     @property
     def store(self) -> Store:
         """The store this runtime runs on."""
-        return self._core.store
+        return self._engine.store
 
     @property
     def transitions(self) -> int:
         """Records appended by this runtime since it was created."""
-        return self._core.transitions
+        return self._engine.transitions
 
     @property
     def observer_errors(self) -> int:
         """How many observer calls raised since this runtime was created."""
-        return self._core.observer_errors
+        return self._engine.definitions.observer_errors
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._exit is not None:
-            raise RuntimeError("this Runtime is already running")
-        core = self._core
-        stack = contextlib.AsyncExitStack()
-        await core.store.open()
-        stack.push_async_callback(core.store.close)
-        try:
-            core.tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.push_async_callback(core.stop_actors)
-            mark = await core.recover()
-            core.tg.start_soon(core.timers.run)
-            core.tg.start_soon(watch_inbox, core, mark)
-            if core.store.shared:
-                core.tg.start_soon(keep_ownership, core)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._exit = stack
+        await self._engine.open()
         return self
 
     async def __aexit__(
@@ -163,9 +138,7 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack, self._exit = self._exit, None
-        if stack is not None:
-            await stack.aclose()
+        await self._engine.close()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -190,74 +163,17 @@ class Runtime:
             ValueError: a bad ``saga_id``.
             PayloadTooLarge: the encoded state is over ``max_payload_bytes``.
         """
-        self._core.running()
-        definition = self._core.definition(saga_or_name)
+        self._engine.running()
+        definition = self._engine.definitions.named(saga_or_name)
         if not isinstance(state, definition.state):
             raise TypeError(
                 f"state must be a {definition.state.__name__}, got {type(state).__name__}"
             )
         generated = saga_id is None
         saga_id = uuid.uuid4().hex if saga_id is None else check_name(saga_id, "saga_id")
-        encoded = encode_payload(state, "state", self._core.max_payload_bytes)
-        calls = self._core.observers_for(definition)
-        data = {
-            "saga_id": saga_id, "name": definition.name, "version": definition.version,
-            "steps": list(definition.step_names), "state": msgspec.Raw(encoded),
-        }  # fmt: skip
-        if calls:
-            # A repeated start must not make observers emit anything (e.g. a stray span).
-            # A random id is new: only a given one needs the look.
-            known = None if generated else await self._core.store.saga(saga_id)
-            if known is not None:
-                return self._existing(definition, known)
-            annotations = await calls.on_start(saga_id, definition.name, definition.version)
-            if annotations:
-                data["annotations"] = annotations
-        for attempt in range(_START_ATTEMPTS):
-            now = self._core.clock.now()
-            first = Record(seq=1, kind=Kind.SAGA_STARTED, at=now, step=None, data=data)
-            progress = Progress(first)
-            actor = Actor(self._core, saga_id, progress)
-            try:
-                # The first step's step_started goes into the start's commit: one commit.
-                records = actor.begin(first, encoded)
-                row = index_row(progress, encoded)  # after the first step's start
-                bodies = [(r.seq, encode_record(r)) for r in records]
-                existing = await self._core.store.start(row, bodies, fence=actor.fence)
-            except LeaseLost:
-                # This worker was paused or cut off past its lease: a saga created under it
-                # would belong to a worker the others may have given up for dead. Nothing
-                # was written; register again and start it under the new lease.
-                actor.discard()
-                if attempt + 1 == _START_ATTEMPTS:
-                    raise
-                await self._core.renew_lease(stale=actor.fence)
-                continue
-            except BaseException:
-                actor.discard()
-                raise
-            break
-        if existing is not None:
-            actor.discard()
-            return self._existing(definition, existing)
-        self._core.transitions += len(records)
-        # Registered at once, run after the observers: an event sent meanwhile waits in
-        # its mailbox, and observers see the start's records before the first step.
-        adopted = self._core.adopt(actor)  # else another actor took the saga meanwhile
-        try:
-            await actor.announce(records)
-        finally:
-            if adopted:
-                self._core.launch(actor)
-            else:  # pragma: no cover - that actor folds the log and runs the first step
-                actor.discard()
-        return SagaHandle(self, saga_id)
-
-    def _existing(self, definition: Saga[Any], row: SagaRow) -> SagaHandle:
-        """``start`` of an id that exists: its handle if the definition matches."""
-        if (row.name, row.version) != (definition.name, definition.version):
-            raise SagaExists(f"saga {row.saga_id!r} exists as {row.name!r} version {row.version}")
-        return SagaHandle(self, row.saga_id)
+        encoded = encode_payload(state, "state", self._engine.max_payload_bytes)
+        await self._engine.start(definition, saga_id, encoded, generated=generated)
+        return SagaHandle(self._engine, saga_id)
 
     async def send(
         self,
@@ -289,35 +205,24 @@ class Runtime:
             TypeError / ValueError: bad arguments or a payload msgspec cannot encode.
             PayloadTooLarge: the encoded payload is over ``max_payload_bytes``.
         """
-        self._core.running()
+        self._engine.running()
         check_name(saga_id, "saga_id")
         check_name(name, "event name")
         if key is not None:
             check_name(key, "event key")
         event_id = uuid.uuid4().hex if event_id is None else check_name(event_id, "event_id")
-        body = encode_payload(payload, "payload", self._core.max_payload_bytes)
+        body = encode_payload(payload, "payload", self._engine.max_payload_bytes)
         carrier: dict[str, str] = {}
         propagate.inject(carrier)  # the sender's trace context, for a span link
         headers = (
-            encode_payload(carrier, "headers", self._core.max_payload_bytes) if carrier else None
+            encode_payload(carrier, "headers", self._engine.max_payload_bytes) if carrier else None
         )
-        now = self._core.clock.now()
-        item = InboxItem(0, saga_id, event_id, InboxKind.EVENT, name, key, body, now, headers)
-        if await self._put(item) is SendResult.CLOSED:
+        result = await self._engine.put(
+            saga_id, event_id, InboxKind.EVENT, name, body, key=key, headers=headers
+        )
+        if result is SendResult.CLOSED:
             raise SagaClosed(f"saga {saga_id!r} has ended; it takes no more events")
         return event_id
-
-    async def _put(self, item: InboxItem) -> SendResult:
-        """Store ``item`` (`UnknownSaga` if no such saga); hand it over if the saga is ours."""
-        result = await self._core.store.send(
-            item.saga_id, item.event_id, kind=item.kind, name=item.name, key=item.key,
-            payload=item.payload, sent_at=item.sent_at, headers=item.headers,
-        )  # fmt: skip
-        if result is SendResult.UNKNOWN:
-            raise UnknownSaga(f"no saga with id {item.saga_id!r}")
-        if result is SendResult.STORED:
-            self._core.deliver(item.saga_id, item)
-        return result
 
     async def abort(self, saga_id: str, reason: str, *, by: str = "api") -> None:
         """Operator action: stop a saga where it is and compensate; durable before it returns.
@@ -335,12 +240,11 @@ class Runtime:
             UnknownSaga: no saga has this id.
             TypeError / ValueError: a bad ``reason`` or ``by``.
         """
-        self._core.running()
+        self._engine.running()
         check_name(saga_id, "saga_id")
-        body = encode_request(reason, by, self._core.max_payload_bytes)
+        body = encode_request(reason, by, self._engine.max_payload_bytes)
         event_id = "abort-" + uuid.uuid4().hex
-        now = self._core.clock.now()
-        await self._put(InboxItem(0, saga_id, event_id, InboxKind.ABORT, "abort", None, body, now))
+        await self._engine.put(saga_id, event_id, InboxKind.ABORT, "abort", body)
 
     async def resume(
         self, saga_id: str, reason: str = "operator resume", *, by: str = "api"
@@ -363,18 +267,15 @@ class Runtime:
             DefinitionMismatch: its definition is not registered with this runtime.
             TypeError / ValueError: a bad ``reason`` or ``by``.
         """
-        self._core.running()
+        self._engine.running()
         check_name(saga_id, "saga_id")
-        encode_request(reason, by, self._core.max_payload_bytes)  # the same checks as abort
-        return await self._core.resume(saga_id, reason, by)
+        encode_request(reason, by, self._engine.max_payload_bytes)  # the same checks as abort
+        return await self._engine.resume(saga_id, reason, by)
 
     async def get(self, saga_id: str) -> SagaInfo:
         """The saga's current `SagaInfo`. Raises `UnknownSaga`."""
         check_name(saga_id, "saga_id")
-        row = await self._core.store.saga(saga_id)
-        if row is None:
-            raise UnknownSaga(f"no saga with id {saga_id!r}")
-        return self._core.info(row)
+        return await self._engine.get(saga_id)
 
     async def list(
         self, *, status: Status | str | None = None, name: str | None = None, limit: int = 100
@@ -397,15 +298,15 @@ class Runtime:
         if name is not None:
             check_name(name, "name")
         check_limit(limit)
-        rows = await self._core.store.sagas(
+        rows = await self._engine.store.sagas(
             status=None if status is None else status.value, name=name, limit=limit
         )
-        return [self._core.info(row) for row in rows]
+        return [self._engine.info(row) for row in rows]
 
     async def history(self, saga_id: str) -> builtins.list[Record]:
         """The saga's log, in order. Raises `UnknownSaga`, or `CorruptLog` on a bad record."""
         check_name(saga_id, "saga_id")
-        bodies = await self._core.store.log(saga_id)
+        bodies = await self._engine.store.log(saga_id)
         if not bodies:
             raise UnknownSaga(f"no saga with id {saga_id!r}")
         try:
@@ -428,7 +329,7 @@ class Runtime:
         if saga_id is not None:
             check_name(saga_id, "saga_id")
         check_limit(limit)
-        rows = await self._core.store.dead_letters(saga_id, limit)
+        rows = await self._engine.store.dead_letters(saga_id, limit)
         return [DeadLetter.from_row(row) for row in rows]
 
     async def export(self, saga_id: str) -> SagaExport:
@@ -441,8 +342,8 @@ class Runtime:
             UnknownSaga: no saga has this id.
             CorruptLog: a record cannot be decoded.
         """
-        return SagaExport.from_records(await self.history(saga_id), self._core.clock.now())
+        return SagaExport.from_records(await self.history(saga_id), self._engine.clock.now())
 
     def handle(self, saga_id: str) -> SagaHandle:
         """A handle on ``saga_id`` (no I/O; the id is checked when used)."""
-        return SagaHandle(self, check_name(saga_id, "saga_id"))
+        return SagaHandle(self._engine, check_name(saga_id, "saga_id"))

@@ -1,7 +1,10 @@
-"""The runtime's machinery: the definitions, the actor registry, recovery, parking.
+"""The engine: a runtime's store, its definitions, its actors, recovery and parking.
 
-`Runtime` is the public face; `Core` is what it and every actor share. Keeping them apart
-keeps the public class to its API, and gives actors a narrow, internal surface.
+`Runtime` is the public face: it checks arguments and calls the `Engine`, which owns
+everything that lives while the runtime runs: the registry of actors (one per active
+saga), the sagas parked or handed back, whoever waits for a saga's end, the timers and the
+background duties. Records are built and committed by the actors alone (`saga._actor`),
+starting and resuming included; an actor sees the engine only as an `ActorHost`.
 
 What other processes on the same store ask of this runtime, and keeping a worker's lease
 on a shared store, live in `saga._watch`.
@@ -11,8 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -22,27 +24,25 @@ import msgspec
 from saga._actor import Actor, Close, Message, Refresh, Wake
 from saga._clock import Clock
 from saga._definition import Saga
+from saga._definitions import Definitions
 from saga._errors import (
     CorruptLog,
     DefinitionMismatch,
     LeaseLost,
     SagaError,
+    SagaExists,
     StoreError,
-    UnknownDefinition,
     UnknownSaga,
 )
 from saga._fold import Progress, typed_state
-from saga._info import ErrorInfo, SagaInfo, Status, index_row, info_from_row
-from saga._observer import Observer, ObserverCalls
-from saga._records import Kind, Record, decode_record, encode_payload, encode_record
-from saga._replay import check_definition
-from saga._store import Append, InboxItem, InboxKind, SagaRow, Store
+from saga._info import ErrorInfo, SagaInfo, Status, info_from_row
+from saga._records import decode_record
+from saga._store import InboxItem, InboxKind, SagaRow, SendResult, Store
 from saga._store._base import CLAIM_BATCH
 from saga._timers import TimerService
-from saga._validate import check_name
-from saga._watch import take_request
+from saga._watch import keep_ownership, take_request, watch_inbox
 
-__all__ = ["Core", "Finished"]
+__all__ = ["Engine", "Finished"]
 
 logger = logging.getLogger("saga.runtime")
 
@@ -65,15 +65,14 @@ def fold_log(saga_id: str, bodies: list[bytes]) -> Progress:
         raise CorruptLog(f"the log of saga {saga_id!r} cannot be used: {error}") from None
 
 
-class Core:
-    """State and services shared by the `Runtime` and its actors."""
+class Engine:
+    """What a `Runtime` runs on: its store, definitions and actors, and their bookkeeping."""
 
     def __init__(
         self,
         store: Store,
         clock: Clock,
-        definitions: dict[tuple[str, int], Saga[Any]],
-        observers: Sequence[Observer],
+        definitions: Definitions,
         *,
         max_payload_bytes: int,
         max_recoveries: int,
@@ -85,9 +84,6 @@ class Core:
         self.max_payload_bytes = max_payload_bytes
         self.max_recoveries = max_recoveries
         self._grace = shutdown_grace
-        self._observers = tuple(observers)
-        self._observer_calls: dict[int, ObserverCalls] = {}
-        self._decoders: dict[int, msgspec.msgpack.Decoder[Any]] = {}
         self._actors: dict[str, Actor] = {}
         self._parked: dict[str, ErrorInfo] = {}
         self._handed_back: set[str] = set()  # sagas this worker cannot run, left to others
@@ -97,6 +93,39 @@ class Core:
         self.timers = TimerService(clock, self.wake, store.due)
         self.closing = False
         self.transitions = 0
+        self._exit: contextlib.AsyncExitStack | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store, recover every open saga, start the timers and background duties.
+
+        Raises:
+            RuntimeError: it is running already.
+        """
+        if self._exit is not None:
+            raise RuntimeError("this Runtime is already running")
+        stack = contextlib.AsyncExitStack()
+        await self.store.open()
+        stack.push_async_callback(self.store.close)
+        try:
+            tg = self.tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.push_async_callback(self.stop_actors)
+            mark = await self.recover()
+            tg.start_soon(self.timers.run)
+            tg.start_soon(watch_inbox, self, mark)
+            if self.store.shared:
+                tg.start_soon(keep_ownership, self)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._exit = stack
+
+    async def close(self) -> None:
+        """Let running handlers finish (for the shutdown grace), stop, close the store."""
+        stack, self._exit = self._exit, None
+        if stack is not None:
+            await stack.aclose()
 
     async def stop_actors(self) -> None:
         self.closing = True
@@ -113,6 +142,8 @@ class Core:
         if self.tg is None or self.closing:
             raise RuntimeError("the Runtime is not running; use 'async with Runtime(...)'")
         return self.tg
+
+    # -- recovery and ownership ---------------------------------------------------------------
 
     async def recover(self) -> int:
         """Resume every non-terminal saga from its log; park the ones that cannot be.
@@ -136,7 +167,7 @@ class Core:
             try:
                 progress = fold_log(saga_id, bodies)
                 # A saved state that does not fit the state type is as unusable as a bad record.
-                typed_state(progress.state, self.definition_for(progress).state)
+                typed_state(progress.state, self.definitions.definition_for(progress).state)
             except (CorruptLog, DefinitionMismatch) as error:
                 self.park(saga_id, error)
                 parked += 1
@@ -160,7 +191,7 @@ class Core:
     async def claim_orphans(self, *, sweep: bool = False) -> list[str]:
         """Take over open sagas nobody runs, of the definitions this runtime has."""
         return await self.store.claim_orphans(
-            self.definitions, exclude=self._handed_back, sweep=sweep
+            self.definitions.keys, exclude=self._handed_back, sweep=sweep
         )
 
     async def renew_lease(self, stale: int | None = None) -> None:
@@ -189,42 +220,118 @@ class Core:
             mail.setdefault(item.saga_id, []).append(item)
         return mail
 
+    # -- starting and resuming: an actor writes the first records, then runs ------------------
+
+    async def start(
+        self, saga: Saga[Any], saga_id: str, state: bytes, *, generated: bool = False
+    ) -> None:
+        """Create a saga and run it; it is durable when this returns.
+
+        The saga's actor writes ``saga_started`` and the first step's ``step_started`` in
+        one commit, under a live lease (`Actor.create`), then runs the first handler. An id
+        that exists with the same definition is left as it is.
+
+        Args:
+            saga: a registered definition.
+            saga_id: the new saga's id.
+            state: the initial state, encoded.
+            generated: ``saga_id`` was just made up at random, so it cannot exist yet.
+
+        Raises:
+            SagaExists: ``saga_id`` belongs to a saga of another definition.
+        """
+        calls = self.definitions.observers_for(saga)
+        annotations: Mapping[str, str] = {}
+        if calls:
+            # A repeated start must not make observers emit anything (e.g. a stray span).
+            # A random id is new: only a given one needs the look.
+            known = None if generated else await self.store.saga(saga_id)
+            if known is not None:
+                return _same_definition(saga, known)
+            annotations = await calls.on_start(saga_id, saga.name, saga.version)
+        actor = Actor(self, saga_id)
+        try:
+            existing = await actor.create(saga, state, annotations)
+        except BaseException:
+            actor.discard()
+            raise
+        if existing is not None:
+            actor.discard()
+            return _same_definition(saga, existing)
+        await self._hand_over(actor)
+
     async def resume(
         self, saga_id: str, reason: str, by: str | None, *, request: str | None = None
     ) -> bool:
         """Send a ``FAILED`` saga back to compensating; ``False`` if it is not ``FAILED``.
 
-        ``request`` is the inbox entry asking for it, consumed in the same commit.
+        ``request`` is the inbox entry asking for it, consumed in the same commit. The
+        resumed saga becomes this worker's (shared stores).
         """
         progress = await self.fold(saga_id)
         if progress.status is not Status.FAILED:
             return False
-        definition = self.definition_for(progress)
-        record = Record(seq=progress.seq + 1, kind=Kind.SAGA_RESUMED, at=self.clock.now(),
-                        step=progress.step, data={"reason": reason, "by": by})  # fmt: skip
-        progress.apply(record)
-        state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
-        consumed = [request] if request is not None else []
-        append = Append(
-            saga_id, [(record.seq, encode_record(record))], index_row(progress, state), consumed
-        )
-        fence = self.store.fence  # the resumed saga becomes this worker's (shared stores)
+        actor = Actor(self, saga_id, progress)
         try:
-            resumed = await self.store.append_if(append, status=Status.FAILED.value)
-        except LeaseLost:  # paused past the lease: nothing written; again, on a new one
-            await self.renew_lease(stale=fence)
-            resumed = await self.store.append_if(append, status=Status.FAILED.value)
+            resumed = await actor.resume(reason, by, request)
+        except BaseException:
+            actor.discard()
+            raise
         if not resumed:
+            actor.discard()
             return False
-        self.transitions += 1
         self.unpark(saga_id)
-        calls = self.observers_for(definition)
-        if calls:
-            await calls.on_transition(record, self.info_of(progress, definition))
-        self.activate(saga_id, progress)
+        await self._hand_over(actor)
         return True
 
-    # -- what actors use ----------------------------------------------------------------------
+    async def _hand_over(self, actor: Actor) -> None:
+        """Run an actor whose first records are committed.
+
+        It is registered at once and run after the observers saw those records: a message
+        sent meanwhile waits in its mailbox, and the observers see the commit before
+        anything that follows it.
+        """
+        adopted = actor.saga_id not in self._actors  # else another actor took the saga
+        if adopted:
+            self._actors[actor.saga_id] = actor
+        try:
+            await actor.announce()
+        finally:
+            if not adopted:  # pragma: no cover - that actor folds the log and carries on
+                actor.discard()
+            elif self._actors.get(actor.saga_id) is actor:
+                self.running().start_soon(actor.run)
+
+    # -- messages from this runtime's callers -------------------------------------------------
+
+    async def put(
+        self,
+        saga_id: str,
+        event_id: str,
+        kind: str,
+        name: str,
+        payload: bytes,
+        *,
+        key: str | None = None,
+        headers: bytes | None = None,
+    ) -> SendResult:
+        """Store an inbox entry sent now; hand it to the saga's actor if the saga is ours.
+
+        Raises:
+            UnknownSaga: no saga has this id.
+        """
+        item = InboxItem(0, saga_id, event_id, kind, name, key, payload, self.clock.now(), headers)
+        result = await self.store.send(
+            saga_id, event_id, kind=kind, name=name, key=key, payload=payload,
+            sent_at=item.sent_at, headers=headers,
+        )  # fmt: skip
+        if result is SendResult.UNKNOWN:
+            raise UnknownSaga(f"no saga with id {saga_id!r}")
+        if result is SendResult.STORED:
+            self._hand(saga_id, item)  # the saga's actor takes it (or one is started)
+        return result
+
+    # -- the actors: registry, messages, parking, ends ----------------------------------------
 
     async def fold(self, saga_id: str) -> Progress:
         """Read and fold the saga's log."""
@@ -232,42 +339,6 @@ class Core:
         if not bodies:
             raise UnknownSaga(f"no saga with id {saga_id!r}")
         return fold_log(saga_id, bodies)
-
-    def definition_for(self, progress: Progress) -> Saga[Any]:
-        """The registered definition that wrote this log, else `DefinitionMismatch`."""
-        definition = self.definitions.get((progress.name, progress.version))
-        if definition is None:
-            raise DefinitionMismatch(
-                f"saga {progress.saga_id!r} needs definition {progress.name!r} version "
-                f"{progress.version}, which this runtime does not have"
-            )
-        check_definition(progress, definition)
-        return definition
-
-    def observers_for(self, saga: Saga[Any]) -> ObserverCalls:
-        calls = self._observer_calls.get(id(saga))
-        if calls is None:
-            calls = self._observer_calls[id(saga)] = ObserverCalls(self._observers + saga.observers)
-        return calls
-
-    @property
-    def observer_errors(self) -> int:
-        """How many observer calls raised since this runtime was created."""
-        return sum(calls.errors for calls in self._observer_calls.values())
-
-    def decode_state(self, saga: Saga[Any], state: bytes) -> Any:
-        """A fresh typed copy of an encoded state. Raises `CorruptLog` if it does not fit."""
-        decoder = self._decoders.get(id(saga))
-        if decoder is None:
-            decoder = self._decoders[id(saga)] = msgspec.msgpack.Decoder(saga.state)
-        try:
-            return decoder.decode(state)
-        except (msgspec.DecodeError, TypeError, RecursionError) as error:
-            raise CorruptLog(f"saved state does not fit {saga.state.__name__}: {error}") from None
-
-    def info_of(self, progress: Progress, saga: Saga[Any] | None) -> SagaInfo:
-        state = progress.state if saga is None else typed_state(progress.state, saga.state)
-        return progress.info(state)
 
     def activate(
         self,
@@ -279,21 +350,6 @@ class Core:
         actor = Actor(self, saga_id, progress, inbox)
         self._actors[saga_id] = actor
         self.running().start_soon(actor.run)
-
-    def adopt(self, actor: Actor) -> bool:
-        """Register an actor built by `Runtime.start`, unless its saga has one already.
-
-        Messages for the saga queue in its mailbox until `launch` runs it.
-        """
-        if actor.saga_id in self._actors:
-            return False
-        self._actors[actor.saga_id] = actor
-        return True
-
-    def launch(self, actor: Actor) -> None:
-        """Run an adopted actor's task."""
-        if self._actors.get(actor.saga_id) is actor:
-            self.running().start_soon(actor.run)
 
     def try_passivate(self, actor: Actor) -> bool:
         """Unregister an idle actor, unless a message reached it meanwhile."""
@@ -376,10 +432,6 @@ class Core:
         """The saga's inbox changed in the store behind this runtime's back."""
         self._hand(saga_id, Refresh())
 
-    def deliver(self, saga_id: str, item: InboxItem) -> None:
-        """This runtime just stored ``item`` for the saga."""
-        self._hand(saga_id, item)
-
     def _hand(self, saga_id: str, message: Message) -> None:
         """Give the saga's actor ``message``; with no actor, start one (it reads the store)."""
         actor = self._actors.get(saga_id)
@@ -387,13 +439,6 @@ class Core:
             actor.mailbox.send_nowait(message)
         elif self._may_run(saga_id):
             self.activate(saga_id)
-
-    def finished_waiter(self, saga_id: str) -> Finished:
-        """What `SagaHandle.result` waits on: set when the saga ends or is parked here."""
-        waiter = self._finished.get(saga_id)
-        if waiter is None:
-            waiter = self._finished[saga_id] = Finished()
-        return waiter
 
     def take_over(self, saga_id: str) -> None:
         """Run a saga this worker just claimed (an actor under an old fence is replaced)."""
@@ -410,6 +455,15 @@ class Core:
                 with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
                     actor.mailbox.send_nowait(Close())
 
+    # -- what handles and readers ask ---------------------------------------------------------
+
+    def finished_waiter(self, saga_id: str) -> Finished:
+        """What `SagaHandle.result` waits on: set when the saga ends or is parked here."""
+        waiter = self._finished.get(saga_id)
+        if waiter is None:
+            waiter = self._finished[saga_id] = Finished()
+        return waiter
+
     def is_active(self, saga_id: str) -> bool:
         """Whether an actor of this runtime runs the saga: it reports its end or its stop."""
         return saga_id in self._actors
@@ -423,24 +477,26 @@ class Core:
             )
             raise cls(f"saga {info.saga_id!r} is parked: {error}")
 
-    def definition(self, saga_or_name: Saga[Any] | str) -> Saga[Any]:
-        if isinstance(saga_or_name, Saga):
-            key = (saga_or_name.name, saga_or_name.version)
-            if self.definitions.get(key) is not saga_or_name:
-                raise UnknownDefinition(f"{saga_or_name!r} is not registered with this runtime")
-            return saga_or_name
-        check_name(saga_or_name, "saga name")
-        versions = [d for (name, _), d in self.definitions.items() if name == saga_or_name]
-        if not versions:
-            raise UnknownDefinition(f"no saga definition named {saga_or_name!r}")
-        return max(versions, key=lambda d: d.version)
+    async def get(self, saga_id: str) -> SagaInfo:
+        """The saga's `SagaInfo`, from its index row. Raises `UnknownSaga`."""
+        row = await self.store.saga(saga_id)
+        if row is None:
+            raise UnknownSaga(f"no saga with id {saga_id!r}")
+        return self.info(row)
 
     def info(self, row: SagaRow) -> SagaInfo:
-        definition = self.definitions.get((row.name, row.version))
+        """An index row as a `SagaInfo`: the state typed if its definition is here."""
+        definition = self.definitions.get(row.name, row.version)
         state = None  # plain values, unless the definition is here to type them
         if definition is not None:
             # A state saved by an incompatible type (that saga is parked) stays plain
             # rather than fail every get and list that includes it.
             with contextlib.suppress(CorruptLog):  # garbage: reported just below
-                state = self.decode_state(definition, row.state)
+                state = self.definitions.decode_state(definition, row.state)
         return info_from_row(row, state=state, error=self._parked.get(row.saga_id))
+
+
+def _same_definition(saga: Saga[Any], row: SagaRow) -> None:
+    """A start of an id that exists starts nothing; with another definition it is an error."""
+    if (row.name, row.version) != (saga.name, saga.version):
+        raise SagaExists(f"saga {row.saga_id!r} exists as {row.name!r} version {row.version}")
