@@ -16,6 +16,8 @@ from typing import Any
 import anyio
 import msgspec
 
+from saga._store._vocabulary import InboxKind
+
 __all__ = [
     "Append",
     "DeadLetterRow",
@@ -58,14 +60,6 @@ def saga_row(values: Sequence[Any]) -> SagaRow:
 def row_params(row: SagaRow) -> tuple[Any, ...]:
     """The row's values in `ROW_COLUMNS` order."""
     return msgspec.structs.astuple(row)
-
-
-class InboxKind:
-    """What an inbox entry is (`InboxItem.kind`)."""
-
-    EVENT = "event"  # for a step's wait; a dead letter if the saga ends without taking it
-    ABORT = "abort"  # an operator's abort request, taken by the saga's actor
-    RESUME = "resume"  # an operator's resume request for a FAILED saga, taken by the runtime
 
 
 class InboxItem(msgspec.Struct, frozen=True):

@@ -17,8 +17,9 @@ from typing import Any
 
 import asyncpg
 
-from saga._store._base import ROW_COLUMNS, InboxKind, SagaRow, row_params, saga_row
+from saga._store._base import ROW_COLUMNS, SagaRow, row_params, saga_row
 from saga._store._plan import AppendOp, SendOp, StartOp, checked_ids, plan_batch
+from saga._store._vocabulary import CLOSED_STATE_SQL, InboxKind, InboxState
 from saga._store._writer import Op
 
 __all__ = ["NOTIFY_CHANNEL", "apply_batch"]
@@ -114,14 +115,14 @@ async def apply_batch(
             )
         if plan.consumed:
             await conn.executemany(
-                "UPDATE saga_inbox SET status = 1 "
-                "WHERE saga_id = $1 AND event_id = $2 AND status = 0",
+                f"UPDATE saga_inbox SET status = {InboxState.CONSUMED:d} "
+                f"WHERE saga_id = $1 AND event_id = $2 AND status = {InboxState.PENDING:d}",
                 plan.consumed,
             )
         if plan.closed:
             await conn.executemany(
-                "UPDATE saga_inbox SET status = CASE kind WHEN 'event' THEN 2 ELSE 1 END, "
-                "reason = $1 WHERE saga_id = $2 AND status = 0",
+                f"UPDATE saga_inbox SET status = {CLOSED_STATE_SQL}, "
+                f"reason = $1 WHERE saga_id = $2 AND status = {InboxState.PENDING:d}",
                 plan.closed,
             )
         notices = {f"{owner}:{saga_id}" for owner, saga_id in plan.notify}

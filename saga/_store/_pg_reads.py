@@ -22,7 +22,7 @@ from saga._store._base import (
     inbox_item,
     saga_row,
 )
-from saga._store._pg_schema import ACTIVE
+from saga._store._vocabulary import OPEN_SQL, WAITING, InboxKind, InboxState, sql_text
 
 __all__ = ["PostgresReads"]
 
@@ -71,7 +71,7 @@ class PostgresReads:
         while True:
             rows = await self._fetch(
                 "WITH page AS (SELECT saga_id FROM sagas WHERE owner = $1 AND saga_id > $2 "
-                f"AND status IN {ACTIVE} ORDER BY saga_id LIMIT 500) "
+                f"AND status IN {OPEN_SQL} ORDER BY saga_id LIMIT 500) "
                 "SELECT l.saga_id, l.body FROM page JOIN saga_log l USING (saga_id) "
                 "ORDER BY l.saga_id, l.seq",
                 self.fence,
@@ -91,14 +91,16 @@ class PostgresReads:
 
     async def inbox(self, saga_id: str) -> list[InboxItem]:
         rows = await self._fetch(
-            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE saga_id = $1 AND status = 0 ORDER BY id",
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE saga_id = $1 "
+            f"AND status = {InboxState.PENDING:d} ORDER BY id",
             saga_id,
         )
         return [inbox_item(r) for r in rows]
 
     async def pending_inbox(self, kind: str) -> list[InboxItem]:
         rows = await self._fetch(
-            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE status = 0 AND kind = $1 ORDER BY id",
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE status = {InboxState.PENDING:d} "
+            "AND kind = $1 ORDER BY id",
             kind,
         )
         return [inbox_item(r) for r in rows]
@@ -123,8 +125,9 @@ class PostgresReads:
             "pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS mark) h "
             f"LEFT JOIN LATERAL (SELECT {_INBOX_COLUMNS_I}, i.tx::text::bigint AS tx "
             "FROM saga_inbox i JOIN sagas s USING (saga_id) "
-            "WHERE i.status = 0 AND i.tx >= $1::text::xid8 AND i.origin IS DISTINCT FROM $2 "
-            "AND (s.owner = $3 OR $3::bigint IS NULL OR i.kind = 'resume')) e ON true "
+            f"WHERE i.status = {InboxState.PENDING:d} AND i.tx >= $1::text::xid8 "
+            "AND i.origin IS DISTINCT FROM $2 AND (s.owner = $3 OR $3::bigint IS NULL "
+            f"OR i.kind = {sql_text(InboxKind.RESUME)})) e ON true "
             "ORDER BY e.id",
             str(after),
             self.origin,
@@ -143,7 +146,7 @@ class PostgresReads:
             "SELECT name, status, count(*) FROM sagas GROUP BY name, status ORDER BY name, status"
         )
         oldest = await self._fetch(
-            f"SELECT {self._row_columns} FROM sagas WHERE status = 'WAITING' "
+            f"SELECT {self._row_columns} FROM sagas WHERE status = {sql_text(WAITING)} "
             "ORDER BY updated_at, ord LIMIT 1"
         )
         return StoreStats(
@@ -154,7 +157,7 @@ class PostgresReads:
     async def due(self, until: float) -> list[tuple[str, float]]:
         rows = await self._fetch(
             "SELECT saga_id, wake_at FROM sagas WHERE owner = $1 AND wake_at <= $2 "
-            f"AND wake_at IS NOT NULL AND status IN {ACTIVE}",
+            f"AND wake_at IS NOT NULL AND status IN {OPEN_SQL}",
             self.fence,
             until,
         )
@@ -163,7 +166,8 @@ class PostgresReads:
     async def dead_letters(self, saga_id: str | None, limit: int) -> list[DeadLetterRow]:
         rows = await self._fetch(
             "SELECT saga_id, event_id, name, key, payload, sent_at, reason FROM saga_inbox "
-            "WHERE status = 2 AND ($1::text IS NULL OR saga_id = $1) ORDER BY id DESC LIMIT $2",
+            f"WHERE status = {InboxState.DEAD_LETTER:d} AND ($1::text IS NULL OR saga_id = $1) "
+            "ORDER BY id DESC LIMIT $2",
             saga_id,
             limit,
         )

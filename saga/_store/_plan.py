@@ -16,11 +16,11 @@ from typing import Any
 import anyio
 
 from saga._errors import LeaseLost, StoreError
-from saga._store._base import Append, InboxKind, SagaRow, SendResult, row_params
+from saga._store._base import Append, SagaRow, SendResult, row_params
+from saga._store._vocabulary import FAILED, TERMINAL_STATUSES, InboxKind
 from saga._store._writer import GroupCommitWriter, Op
 
 __all__ = [
-    "TERMINAL",
     "AppendOp",
     "BatchPlan",
     "BatchedWrites",
@@ -30,8 +30,6 @@ __all__ = [
     "plan_batch",
     "row_params",
 ]
-
-TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
 
 
 class StartOp(Op[SagaRow | None]):
@@ -245,7 +243,7 @@ def plan_batch(
         elif isinstance(op, ParkOp):
             target = known.get(op.saga_id)
             mine = owners is None or (op.fence is not None and owners.get(op.saga_id) == op.fence)
-            if target is not None and target.status not in TERMINAL and mine:
+            if target is not None and target.status not in TERMINAL_STATUSES and mine:
                 plan.parked.append((op.saga_id, op.error, op.release and owners is not None))
                 if op.release and owners is not None:
                     owners[op.saga_id] = None
@@ -272,9 +270,9 @@ def _send(
         return SendResult.DUPLICATE
     if target is None:
         return SendResult.UNKNOWN
-    if op.kind == InboxKind.RESUME and target.status != "FAILED":
+    if op.kind == InboxKind.RESUME and target.status != FAILED:
         return SendResult.REFUSED
-    if op.kind != InboxKind.RESUME and target.status in TERMINAL:
+    if op.kind != InboxKind.RESUME and target.status in TERMINAL_STATUSES:
         return SendResult.CLOSED
     seen.add((op.saga_id, op.event_id))
     plan.inbox_rows.append((op.saga_id, op.event_id, op.kind, op.name, op.key,

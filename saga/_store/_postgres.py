@@ -33,13 +33,13 @@ from saga._store._base import CLAIM_BATCH, ROW_COLUMNS, Append, Store
 from saga._store._pg_batch import NOTIFY_CHANNEL, apply_batch
 from saga._store._pg_reads import PostgresReads
 from saga._store._pg_schema import (
-    ACTIVE,
     SCHEMA_VERSION,
     check_schema,
     create_or_upgrade_schema,
     quote_ident,
 )
 from saga._store._plan import BatchedWrites
+from saga._store._vocabulary import OPEN_SQL
 from saga._store._writer import GroupCommitWriter, Op
 
 __all__ = ["PostgresStore"]
@@ -275,7 +275,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
                     rows = await conn.fetch(
                         "WITH picked AS (SELECT saga_id FROM sagas WHERE (owner IS NULL "
                         f"OR owner = ANY($2::bigint[]){_STRAY if sweep else ''}) "
-                        f"AND status IN {ACTIVE} "
+                        f"AND status IN {OPEN_SQL} "
                         "AND (name, version) IN (SELECT * FROM unnest($4::text[], $5::int[])) "
                         "AND saga_id <> ALL($6::text[]) "
                         "ORDER BY saga_id LIMIT $3 FOR UPDATE SKIP LOCKED) "
@@ -292,7 +292,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
                     await conn.execute(
                         "UPDATE saga_workers w SET drained = true WHERE fence = ANY($1::bigint[]) "
                         "AND NOT EXISTS (SELECT 1 FROM sagas s WHERE s.owner = w.fence "
-                        f"AND s.status IN {ACTIVE})",
+                        f"AND s.status IN {OPEN_SQL})",
                         dead,
                     )
         except _CONNECTION_ERRORS as error:

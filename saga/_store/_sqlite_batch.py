@@ -13,6 +13,7 @@ from typing import Any
 
 from saga._store._base import ROW_COLUMNS, ROW_MARKS, SagaRow, row_params, saga_row
 from saga._store._plan import AppendOp, SendOp, StartOp, checked_ids, plan_batch
+from saga._store._vocabulary import CLOSED_STATE_SQL, InboxState
 from saga._store._writer import Op
 
 __all__ = ["AppendOp", "SendOp", "StartOp", "apply_batch"]
@@ -115,13 +116,14 @@ def _decide_and_write(
         )
     if plan.consumed:
         conn.executemany(
-            "UPDATE saga_inbox SET status = 1 WHERE saga_id = ? AND event_id = ? AND status = 0",
+            f"UPDATE saga_inbox SET status = {InboxState.CONSUMED:d} "
+            f"WHERE saga_id = ? AND event_id = ? AND status = {InboxState.PENDING:d}",
             plan.consumed,
         )
     if plan.closed:
         conn.executemany(
-            "UPDATE saga_inbox SET status = CASE kind WHEN 'event' THEN 2 ELSE 1 END, "
-            "reason = ? WHERE saga_id = ? AND status = 0",
+            f"UPDATE saga_inbox SET status = {CLOSED_STATE_SQL}, "
+            f"reason = ? WHERE saga_id = ? AND status = {InboxState.PENDING:d}",
             plan.closed,
         )
     return plan.results

@@ -34,6 +34,7 @@ from saga._store._base import (
     saga_row,
 )
 from saga._store._sqlite_schema import is_damage
+from saga._store._vocabulary import OPEN_SQL, WAITING, InboxState, sql_text
 
 __all__ = ["TEXT_FACTORY", "SQLiteReads"]
 
@@ -199,7 +200,7 @@ class SQLiteReads:
     async def active_logs(self) -> AsyncIterator[tuple[str, list[bytes]]]:
         sql = (
             "SELECT l.saga_id, l.body FROM sagas s JOIN saga_log l ON l.saga_id = s.saga_id "
-            "WHERE s.status IN ('RUNNING', 'WAITING', 'COMPENSATING') ORDER BY l.saga_id, l.seq"
+            f"WHERE s.status IN {OPEN_SQL} ORDER BY l.saga_id, l.seq"
         )
         current: str | None = None
         bodies: list[bytes] = []
@@ -222,7 +223,8 @@ class SQLiteReads:
 
     async def inbox(self, saga_id: str) -> list[InboxItem]:
         rows = await self._fetchall(
-            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE saga_id = ? AND status = 0 ORDER BY id",
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE saga_id = ? "
+            f"AND status = {InboxState.PENDING:d} ORDER BY id",
             (saga_id,),
             what=f"the inbox of saga {saga_id!r}",
         )
@@ -230,7 +232,8 @@ class SQLiteReads:
 
     async def pending_inbox(self, kind: str) -> list[InboxItem]:
         rows = await self._fetchall(
-            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE status = 0 AND kind = ? ORDER BY id",
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE status = {InboxState.PENDING:d} "
+            "AND kind = ? ORDER BY id",
             (kind,),
             what=f"the pending {kind} entries of the inbox (table saga_inbox)",
         )
@@ -247,7 +250,8 @@ class SQLiteReads:
         if mark == after:
             return [], mark
         rows = await self._fetchall(
-            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE id > ? AND id <= ? AND status = 0 "
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE id > ? AND id <= ? "
+            f"AND status = {InboxState.PENDING:d} "
             "AND origin IS NOT ? ORDER BY id",
             (after, mark, self.origin),
             what="the inbox (table saga_inbox)",
@@ -266,7 +270,7 @@ class SQLiteReads:
                 raise CorruptLog(f"the saga index (table sagas) holds a name {name!r} or a "
                                  f"status {status!r} that is not text")  # fmt: skip
         oldest = await self._fetchall(
-            f"SELECT {self._row_columns} FROM sagas WHERE status = 'WAITING' "
+            f"SELECT {self._row_columns} FROM sagas WHERE status = {sql_text(WAITING)} "
             "ORDER BY updated_at, rowid LIMIT 1",
             what="the saga index (table sagas)",
         )
@@ -278,7 +282,7 @@ class SQLiteReads:
     async def due(self, until: float) -> list[tuple[str, float]]:
         rows = await self._fetchall(
             "SELECT saga_id, wake_at FROM sagas WHERE wake_at IS NOT NULL AND wake_at <= ? "
-            "AND status IN ('RUNNING', 'WAITING', 'COMPENSATING')",
+            f"AND status IN {OPEN_SQL}",
             (until,),
             what="the deadlines of the saga index (table sagas)",
         )
@@ -290,7 +294,8 @@ class SQLiteReads:
         ]
 
     async def dead_letters(self, saga_id: str | None, limit: int) -> list[DeadLetterRow]:
-        where = "status = 2" + (" AND saga_id = ?" if saga_id is not None else "")
+        where = f"status = {InboxState.DEAD_LETTER:d}"
+        where += " AND saga_id = ?" if saga_id is not None else ""
         params: tuple[Any, ...] = (saga_id, limit) if saga_id is not None else (limit,)
         rows = await self._fetchall(
             "SELECT saga_id, event_id, name, key, payload, sent_at, reason FROM saga_inbox "

@@ -13,6 +13,7 @@ import aiosqlite
 
 from saga._errors import NotASagaStore, SagaError, StoreError
 from saga._store._meta import MARKER, schema_version
+from saga._store._vocabulary import OPEN_SQL, InboxState
 
 __all__ = [
     "SCHEMA",
@@ -25,7 +26,8 @@ __all__ = [
 
 SCHEMA_VERSION = 3
 
-SCHEMA = """
+# Built from the store's vocabulary, byte for byte the DDL existing files were made with.
+SCHEMA = f"""
 CREATE TABLE saga_meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -48,7 +50,7 @@ CREATE TABLE sagas (
     parked BLOB
 );
 CREATE INDEX sagas_active ON sagas (status)
-    WHERE status IN ('RUNNING', 'WAITING', 'COMPENSATING');
+    WHERE status IN {OPEN_SQL};
 CREATE INDEX sagas_wake ON sagas (wake_at) WHERE wake_at IS NOT NULL;
 CREATE INDEX sagas_created ON sagas (created_at);
 
@@ -71,13 +73,13 @@ CREATE TABLE saga_inbox (
     payload BLOB NOT NULL,
     sent_at REAL NOT NULL,
     headers BLOB,
-    status INTEGER NOT NULL DEFAULT 0,
+    status INTEGER NOT NULL DEFAULT {InboxState.PENDING:d},
     reason TEXT,
     origin TEXT,
     UNIQUE (saga_id, event_id)
 );
-CREATE INDEX saga_inbox_pending ON saga_inbox (saga_id, id) WHERE status = 0;
-CREATE INDEX saga_inbox_dead ON saga_inbox (id) WHERE status = 2;
+CREATE INDEX saga_inbox_pending ON saga_inbox (saga_id, id) WHERE status = {InboxState.PENDING:d};
+CREATE INDEX saga_inbox_dead ON saga_inbox (id) WHERE status = {InboxState.DEAD_LETTER:d};
 """
 
 # Statements that bring a file from the previous version to this one.
