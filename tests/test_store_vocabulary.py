@@ -1,15 +1,23 @@
 """The store's vocabulary (`saga._store._vocabulary`): its statuses are `saga.Status`'s,
-and the SQL built from it is what existing stores were made with."""
+the SQL built from it is what existing stores were made with, and every store checks its
+options alike."""
 
 # ruff: noqa: E501 (the pinned DDL has its long lines as they are)
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from saga import Status
 from saga._info import ACTIVE_STATUSES
 from saga._store._pg_schema import SCHEMA as PG_SCHEMA
+from saga._store._postgres import PostgresStore
+from saga._store._sqlite import SQLiteStore
 from saga._store._sqlite_schema import SCHEMA as SQLITE_SCHEMA
 from saga._store._vocabulary import (
+    ACCESS_MODES,
     CLOSED_STATE_SQL,
     FAILED,
     OPEN_SQL,
@@ -166,3 +174,14 @@ def test_the_sql_built_from_the_vocabulary() -> None:
 def test_the_schemas_are_byte_for_byte_what_existing_stores_hold() -> None:
     assert SQLITE_SCHEMA == SQLITE_SCHEMA_V3
     assert PG_SCHEMA == POSTGRES_SCHEMA_V2
+
+
+@pytest.mark.parametrize("store", [SQLiteStore, PostgresStore])
+def test_every_store_checks_its_options_alike(store: Any) -> None:
+    target = None if store is SQLiteStore else "postgresql://localhost/x"
+    with pytest.raises(ValueError, match=r"^durability must be 'full' or 'normal', got 'x'$"):
+        store(target, durability="x")
+    message = r"^access must be one of \('owner', 'client', 'read'\), got 'admin'$"
+    with pytest.raises(ValueError, match=message):
+        store(target, access="admin")
+    assert ACCESS_MODES == ("owner", "client", "read")

@@ -50,6 +50,8 @@ class SagaRow(msgspec.Struct):
 
 ROW_COLUMNS = ", ".join(SagaRow.__struct_fields__)  # every store's column order for a row
 ROW_MARKS = ",".join("?" * len(SagaRow.__struct_fields__))  # a row's SQLite placeholders
+# What a store written before sagas had a ``parked`` column reads instead of `ROW_COLUMNS`.
+ROW_COLUMNS_UNPARKED = ROW_COLUMNS.replace("parked", "NULL AS parked")
 
 
 def saga_row(values: Sequence[Any]) -> SagaRow:

@@ -17,7 +17,7 @@ import anyio
 
 from saga._errors import LeaseLost, StoreError
 from saga._store._base import Append, SagaRow, SendResult, row_params
-from saga._store._vocabulary import FAILED, TERMINAL_STATUSES, InboxKind
+from saga._store._vocabulary import FAILED, TERMINAL_STATUSES, Access, InboxKind
 from saga._store._writer import GroupCommitWriter, Op
 
 __all__ = [
@@ -112,7 +112,7 @@ class BatchedWrites:
             self._writing = self._writer = None
 
     def _submit_target(self, op: str = "send") -> GroupCommitWriter:
-        if self.access == "read" or (self.access == "client" and op != "send"):
+        if self.access == Access.READ or (self.access == Access.CLIENT and op != "send"):
             raise StoreError(
                 f"this store was opened with access={self.access!r}: it cannot {op}; "
                 "only a runtime that owns the store writes saga logs"

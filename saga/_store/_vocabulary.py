@@ -1,5 +1,5 @@
 """The store's words, defined once: saga statuses as the index keeps them, what an inbox
-entry is and where it stands, and the SQL built from them.
+entry is and where it stands, how a store instance is opened, and the SQL built from them.
 
 Every backend, schema and query spells these through the names here, never as literals:
 ``f"... WHERE status = {InboxState.PENDING:d}"``, ``f"... AND status IN {OPEN_SQL}"``.
@@ -18,14 +18,18 @@ from collections.abc import Iterable
 from typing import Final
 
 __all__ = [
+    "ACCESS_MODES",
     "CLOSED_STATE_SQL",
+    "DURABILITIES",
     "FAILED",
     "OPEN_SQL",
     "OPEN_STATUSES",
     "TERMINAL_STATUSES",
     "WAITING",
+    "Access",
     "InboxKind",
     "InboxState",
+    "check_options",
     "sql_list",
     "sql_text",
 ]
@@ -79,3 +83,27 @@ CLOSED_STATE_SQL: Final = (
     f"CASE kind WHEN {sql_text(InboxKind.EVENT)} THEN {InboxState.DEAD_LETTER:d} "
     f"ELSE {InboxState.CONSUMED:d} END"
 )
+
+
+# -- options -------------------------------------------------------------------------------
+
+
+class Access:
+    """How a store instance is opened (the ``access`` option of every store)."""
+
+    OWNER = "owner"  # the runtime's: takes the store, creates or upgrades the schema
+    CLIENT = "client"  # another process (the command line): reads, and sends requests only
+    READ = "read"  # reads only
+
+
+ACCESS_MODES: Final = (Access.OWNER, Access.CLIENT, Access.READ)
+DURABILITIES: Final = ("full", "normal")
+
+
+def check_options(*, durability: str, access: str) -> None:
+    """Raise `ValueError` for a ``durability`` or an ``access`` no store knows."""
+    if durability not in DURABILITIES:
+        choices = " or ".join(map(repr, DURABILITIES))
+        raise ValueError(f"durability must be {choices}, got {durability!r}")
+    if access not in ACCESS_MODES:
+        raise ValueError(f"access must be one of {ACCESS_MODES}, got {access!r}")
