@@ -1,17 +1,19 @@
 """The store's vocabulary (`saga._store._vocabulary`): its statuses are `saga.Status`'s,
-the SQL built from it is what existing stores were made with, and every store checks its
-options alike."""
+the SQL built from it is what existing stores were made with, every store checks its
+options alike, and rows are read by column name."""
 
 # ruff: noqa: E501 (the pinned DDL has its long lines as they are)
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import pytest
 
 from saga import Status
 from saga._info import ACTIVE_STATUSES
+from saga._store._base import InboxItem, SagaRow, inbox_item, saga_row
 from saga._store._pg_schema import SCHEMA as PG_SCHEMA
 from saga._store._postgres import PostgresStore
 from saga._store._sqlite import SQLiteStore
@@ -185,3 +187,18 @@ def test_every_store_checks_its_options_alike(store: Any) -> None:
     with pytest.raises(ValueError, match=message):
         store(target, access="admin")
     assert ACCESS_MODES == ("owner", "client", "read")
+
+
+def test_rows_are_read_by_column_name() -> None:
+    fields = SagaRow.__struct_fields__
+    values: dict[str, Any] = {f: f"<{f}>" for f in reversed(fields)}
+    values["owner"] = 7  # a column the row does not have is left alone
+    assert saga_row(values) == SagaRow(**{f: f"<{f}>" for f in fields})
+
+    conn = sqlite3.connect(":memory:")
+    conn.row_factory = sqlite3.Row
+    columns = ", ".join(f"'<{f}>' AS {f}" for f in reversed(InboxItem.__struct_fields__))
+    row = conn.execute(f"SELECT 1 AS extra, {columns}").fetchone()
+    conn.close()
+    expected = InboxItem(**{f: f"<{f}>" for f in InboxItem.__struct_fields__})
+    assert inbox_item(row) == expected

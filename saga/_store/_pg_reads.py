@@ -13,12 +13,14 @@ import asyncpg
 
 from saga._errors import StoreError
 from saga._store._base import (
+    DEAD_LETTER_COLUMNS,
     INBOX_COLUMNS,
     ROW_COLUMNS,
     DeadLetterRow,
     InboxItem,
     SagaRow,
     StoreStats,
+    dead_letter,
     inbox_item,
     saga_row,
 )
@@ -63,7 +65,7 @@ class PostgresReads:
         rows = await self._fetch(
             "SELECT body FROM saga_log WHERE saga_id = $1 ORDER BY seq", saga_id
         )
-        return [r[0] for r in rows]
+        return [r["body"] for r in rows]
 
     async def active_logs(self) -> AsyncIterator[tuple[str, list[bytes]]]:
         """The logs of the open sagas this instance owns, a page of sagas at a time."""
@@ -79,13 +81,13 @@ class PostgresReads:
             )
             if not rows:
                 return
-            current: str = rows[0][0]
+            current: str = rows[0]["saga_id"]
             bodies: list[bytes] = []
-            for saga_id, body in rows:
-                if saga_id != current:
+            for row in rows:
+                if row["saga_id"] != current:
                     yield current, bodies
-                    current, bodies = saga_id, []
-                bodies.append(body)
+                    current, bodies = row["saga_id"], []
+                bodies.append(row["body"])
             yield current, bodies
             after = current
 
@@ -108,8 +110,10 @@ class PostgresReads:
     async def inbox_mark(self) -> int:
         # Every transaction still running when this snapshot was taken, and every later one,
         # has an id at or above its xmin: whatever commits after this call is at or above it.
-        rows = await self._fetch("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-        return int(rows[0][0])
+        rows = await self._fetch(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS mark"
+        )
+        return int(rows[0]["mark"])
 
     async def foreign_inbox(self, after: int) -> tuple[list[InboxItem], int]:
         """Entries other instances wrote for sagas this one owns (and every resume request).
@@ -133,24 +137,25 @@ class PostgresReads:
             self.origin,
             self.fence,
         )
-        mark = max(after, int(rows[0][0]))
-        rows = [r[1:] for r in rows if r[1] is not None]
-        items = [inbox_item(r) for r in rows if r[0] not in self._recent]
-        recent = {r[0]: int(r[9]) for r in rows}
+        mark = max(after, int(rows[0]["mark"]))
+        rows = [r for r in rows if r["id"] is not None]  # else only the mark, no entry
+        items = [inbox_item(r) for r in rows if r["id"] not in self._recent]
+        recent = {r["id"]: int(r["tx"]) for r in rows}
         recent.update(self._recent)
         self._recent = {i: tx for i, tx in recent.items() if tx >= mark}
         return items, mark
 
     async def stats(self) -> StoreStats:
         counts = await self._fetch(
-            "SELECT name, status, count(*) FROM sagas GROUP BY name, status ORDER BY name, status"
+            "SELECT name, status, count(*) AS n FROM sagas GROUP BY name, status "
+            "ORDER BY name, status"
         )
         oldest = await self._fetch(
             f"SELECT {self._row_columns} FROM sagas WHERE status = {sql_text(WAITING)} "
             "ORDER BY updated_at, ord LIMIT 1"
         )
         return StoreStats(
-            counts=[(name, status, int(n)) for name, status, n in counts],
+            counts=[(r["name"], r["status"], int(r["n"])) for r in counts],
             oldest_waiting=saga_row(oldest[0]) if oldest else None,
         )
 
@@ -161,14 +166,14 @@ class PostgresReads:
             self.fence,
             until,
         )
-        return [(r[0], r[1]) for r in rows]
+        return [(r["saga_id"], r["wake_at"]) for r in rows]
 
     async def dead_letters(self, saga_id: str | None, limit: int) -> list[DeadLetterRow]:
         rows = await self._fetch(
-            "SELECT saga_id, event_id, name, key, payload, sent_at, reason FROM saga_inbox "
+            f"SELECT {DEAD_LETTER_COLUMNS} FROM saga_inbox "
             f"WHERE status = {InboxState.DEAD_LETTER:d} AND ($1::text IS NULL OR saga_id = $1) "
             "ORDER BY id DESC LIMIT $2",
             saga_id,
             limit,
         )
-        return [DeadLetterRow(*r) for r in rows]
+        return [dead_letter(r) for r in rows]

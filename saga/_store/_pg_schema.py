@@ -112,7 +112,7 @@ async def check_schema(conn: asyncpg.Connection, where: str) -> int:
         NotASagaStore: no saga store there, or tables of another application.
         StoreError: a schema newer than this version of saga understands.
     """
-    tables = {r[0] for r in await conn.fetch(_TABLES)}
+    tables = {r["table_name"] for r in await conn.fetch(_TABLES)}
     if "saga_meta" not in tables:
         raise NotASagaStore(f"{where} is not a saga store (no saga_meta table)")
     return schema_version(await _meta(conn, where), where, SCHEMA_VERSION)
@@ -128,7 +128,7 @@ async def create_or_upgrade_schema(conn: asyncpg.Connection, schema: str, where:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "saga-schema:" + schema)
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
-        tables = {r[0] for r in await conn.fetch(_TABLES)}
+        tables = {r["table_name"] for r in await conn.fetch(_TABLES)}
         if not tables:
             await conn.execute(SCHEMA)
             await conn.executemany(
@@ -155,6 +155,6 @@ def quote_ident(name: str) -> str:
 
 async def _meta(conn: asyncpg.Connection, where: str) -> dict[str, str]:
     try:
-        return dict(await conn.fetch("SELECT key, value FROM saga_meta"))
+        return {r["key"]: r["value"] for r in await conn.fetch("SELECT key, value FROM saga_meta")}
     except asyncpg.UndefinedColumnError as error:  # another application's saga_meta
         raise NotASagaStore(f"{where} is not a saga store: {error}") from None

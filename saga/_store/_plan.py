@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
@@ -21,9 +21,11 @@ from saga._store._vocabulary import FAILED, TERMINAL_STATUSES, Access, InboxKind
 from saga._store._writer import GroupCommitWriter, Op
 
 __all__ = [
+    "INBOX_ROW_COLUMNS",
     "AppendOp",
     "BatchPlan",
     "BatchedWrites",
+    "InboxRow",
     "ParkOp",
     "SendOp",
     "StartOp",
@@ -160,6 +162,23 @@ class BatchedWrites:
         return await self._submit_target("append").submit(AppendOp(self._fenced(append), status))
 
 
+class InboxRow(NamedTuple):
+    """An inbox entry a batch writes, its columns in the order the backends insert them."""
+
+    saga_id: str
+    event_id: str
+    kind: str
+    name: str
+    key: str | None
+    payload: bytes
+    sent_at: float
+    headers: bytes | None
+    origin: str
+
+
+INBOX_ROW_COLUMNS = ", ".join(InboxRow._fields)
+
+
 @dataclass(slots=True)
 class BatchPlan:
     """The rows one batch writes, and each operation's result (an exception fails it).
@@ -172,7 +191,7 @@ class BatchPlan:
 
     new_sagas: list[tuple[SagaRow, int | None]] = field(default_factory=list)
     log_rows: list[tuple[str, int, bytes, int | None]] = field(default_factory=list)
-    inbox_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    inbox_rows: list[InboxRow] = field(default_factory=list)
     index_rows: list[SagaRow] = field(default_factory=list)
     owners: list[tuple[str, int]] = field(default_factory=list)
     consumed: list[tuple[str, str]] = field(default_factory=list)
@@ -275,8 +294,8 @@ def _send(
     if op.kind != InboxKind.RESUME and target.status in TERMINAL_STATUSES:
         return SendResult.CLOSED
     seen.add((op.saga_id, op.event_id))
-    plan.inbox_rows.append((op.saga_id, op.event_id, op.kind, op.name, op.key,
-                            op.payload, op.sent_at, op.headers, origin))  # fmt: skip
+    plan.inbox_rows.append(InboxRow(op.saga_id, op.event_id, op.kind, op.name, op.key,
+                                    op.payload, op.sent_at, op.headers, origin))  # fmt: skip
     owner = None if owners is None else owners.get(op.saga_id)
     if owners is None or (owner == fence and fence is not None):
         return SendResult.STORED

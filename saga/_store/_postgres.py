@@ -262,7 +262,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
                 )
                 if alive is None:
                     return []  # the lease is gone: `keep_lease` registers again first
-                dead = [r[0] for r in await conn.fetch(
+                dead = [r["fence"] for r in await conn.fetch(
                     "SELECT fence FROM saga_workers WHERE NOT drained "
                     "AND expires_at <= clock_timestamp() ORDER BY fence FOR UPDATE SKIP LOCKED"
                 )]  # fmt: skip
@@ -293,7 +293,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
                     )
         except _CONNECTION_ERRORS as error:
             raise StoreError(f"cannot claim sagas on {self.where}: {error}") from error
-        claimed = [r[0] for r in rows]
+        claimed = [r["saga_id"] for r in rows]
         if claimed:
             logger.info("worker %s took over %d sagas nobody ran", self.worker, len(claimed))
         return claimed

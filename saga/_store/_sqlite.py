@@ -159,6 +159,7 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
         else:
             quoted = urllib.parse.quote(os.path.abspath(self.path))
             conn = sqlite3.connect(f"file:{quoted}?mode={mode}", isolation_level=None, uri=True)
+        conn.row_factory = sqlite3.Row  # rows are read by column name
         try:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -236,6 +237,7 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
             uri = f"file:{quoted}?mode={mode}"
             conn = await aiosqlite.connect(uri, isolation_level=None, uri=True)
         conn.text_factory = TEXT_FACTORY  # text that is not UTF-8 must not fail mid-row
+        conn.row_factory = sqlite3.Row  # rows are read by column name
         try:
             # The first statements read the file's header and schema: a damaged file fails
             # here, with any error (a garbled schema can even fail to decode as UTF-8).

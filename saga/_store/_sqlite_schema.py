@@ -142,13 +142,13 @@ async def check_schema(conn: aiosqlite.Connection, path: str) -> int:
         StoreError: a schema newer than this version of saga understands.
     """
     try:
-        tables = {row[0] for row in await conn.execute_fetchall(_LIST_TABLES)}
+        tables = {row["name"] for row in await conn.execute_fetchall(_LIST_TABLES)}
         if "saga_meta" not in tables:
             raise NotASagaStore(f"{path!r} is not a saga store")
         rows = await conn.execute_fetchall("SELECT key, value FROM saga_meta")
     except (sqlite3.Error, UnicodeDecodeError) as error:
         raise open_error(path, error) from error
-    return schema_version({k: v for k, v in rows}, repr(path), SCHEMA_VERSION)
+    return schema_version({r["key"]: r["value"] for r in rows}, repr(path), SCHEMA_VERSION)
 
 
 async def create_or_upgrade_schema(conn: aiosqlite.Connection, path: str) -> None:
@@ -160,13 +160,13 @@ async def create_or_upgrade_schema(conn: aiosqlite.Connection, path: str) -> Non
         StoreError: a schema newer than this version of saga understands.
     """
     try:
-        tables = {row[0] for row in await conn.execute_fetchall(_LIST_TABLES)}
+        tables = {row["name"] for row in await conn.execute_fetchall(_LIST_TABLES)}
         if tables and "saga_meta" not in tables:
             raise NotASagaStore(f"{path!r} is a SQLite database but not a saga store")
         await conn.execute_fetchall("PRAGMA journal_mode = WAL")
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            tables = {row[0] for row in await conn.execute_fetchall(_LIST_TABLES)}
+            tables = {row["name"] for row in await conn.execute_fetchall(_LIST_TABLES)}
             if not tables:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
@@ -177,7 +177,8 @@ async def create_or_upgrade_schema(conn: aiosqlite.Connection, path: str) -> Non
                 )
             else:
                 rows = await conn.execute_fetchall("SELECT key, value FROM saga_meta")
-                version = schema_version({k: v for k, v in rows}, repr(path), SCHEMA_VERSION)
+                meta = {r["key"]: r["value"] for r in rows}
+                version = schema_version(meta, repr(path), SCHEMA_VERSION)
                 for target in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in MIGRATIONS[target]:
                         await conn.execute(statement)
