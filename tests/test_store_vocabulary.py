@@ -1,6 +1,7 @@
 """The store's vocabulary (`saga._store._vocabulary`): its statuses are `saga.Status`'s,
 the SQL built from it is what existing stores were made with, every store checks its
-options alike, and rows are read by column name."""
+options alike, rows are read by column name, and every store provides what its mixins
+need."""
 
 # ruff: noqa: E501 (the pinned DDL has its long lines as they are)
 
@@ -14,9 +15,12 @@ import pytest
 from saga import Status
 from saga._info import ACTIVE_STATUSES
 from saga._store._base import InboxItem, SagaRow, inbox_item, saga_row
+from saga._store._pg_reads import PostgresReadsHost
 from saga._store._pg_schema import SCHEMA as PG_SCHEMA
+from saga._store._plan import BatchedWritesHost
 from saga._store._postgres import PostgresStore
 from saga._store._sqlite import SQLiteStore
+from saga._store._sqlite_reads import SQLiteReadsHost
 from saga._store._sqlite_schema import SCHEMA as SQLITE_SCHEMA
 from saga._store._vocabulary import (
     ACCESS_MODES,
@@ -202,3 +206,19 @@ def test_rows_are_read_by_column_name() -> None:
     conn.close()
     expected = InboxItem(**{f: f"<{f}>" for f in InboxItem.__struct_fields__})
     assert inbox_item(row) == expected
+
+
+@pytest.mark.parametrize(
+    ("store", "hosts"),
+    [
+        (lambda: SQLiteStore("unused.db"), [SQLiteReadsHost, BatchedWritesHost]),
+        (lambda: PostgresStore("postgresql://localhost/x"), [PostgresReadsHost, BatchedWritesHost]),
+    ],
+)
+def test_every_store_provides_what_its_mixins_need(store: Any, hosts: list[type]) -> None:
+    """mypy checks this where a store is built; this is the same at run time."""
+    built = store()
+    for host in hosts:
+        assert host in type(built).__mro__
+        for name in host.__annotations__:
+            assert hasattr(built, name), f"{type(built).__name__} lacks {name}"

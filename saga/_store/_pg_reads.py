@@ -6,8 +6,9 @@ sagas this store instance owns (``owner = fence``); the rest see the whole store
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import types
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -26,19 +27,26 @@ from saga._store._base import (
 )
 from saga._store._vocabulary import OPEN_SQL, WAITING, InboxKind, InboxState, sql_text
 
-__all__ = ["PostgresReads"]
+__all__ = ["PostgresReads", "PostgresReadsHost"]
 
 _INBOX_COLUMNS_I = ", ".join("i." + c.strip() for c in INBOX_COLUMNS.split(","))
 
 
-class PostgresReads:
-    """Every read of `PostgresStore`; the store sets ``_pool``, ``origin``, ``fence``."""
+class PostgresReadsHost(Protocol):
+    """What `PostgresReads` needs of the store it is mixed into. The store sets each in its
+    ``__init__``; mypy reports a store class that leaves one out where it is instantiated."""
 
-    _pool: asyncpg.Pool | None
-    origin: str
-    fence: int | None
+    origin: str  # stamps this instance's inbox entries: `foreign_inbox` skips them
+    fence: int | None  # this worker's fence: the reads of one worker see its own sagas
+    _pool: asyncpg.Pool | None  # the connection pool while open, else None
+
+
+class PostgresReads(PostgresReadsHost):
+    """Every read of `PostgresStore` (see `PostgresReadsHost` for what the store provides)."""
+
     _row_columns: str = ROW_COLUMNS  # an older schema's reader reads missing columns as NULL
-    _recent: dict[int, int]  # inbox ids foreign_inbox returned whose tx may show up again
+    # Inbox ids `foreign_inbox` returned whose transaction may show up again: their tx ids.
+    _recent: Mapping[int, int] = types.MappingProxyType({})
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         if self._pool is None:

@@ -8,10 +8,11 @@ statement kind. The backend writes them and publishes the results after ``COMMIT
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import anyio
 
@@ -25,6 +26,7 @@ __all__ = [
     "AppendOp",
     "BatchPlan",
     "BatchedWrites",
+    "BatchedWritesHost",
     "InboxRow",
     "ParkOp",
     "SendOp",
@@ -80,21 +82,30 @@ class AppendOp(Op[bool]):
         self.status = status
 
 
-class BatchedWrites:
-    """The `Store` writes of a backend whose transactions are `plan_batch`es queued on a
-    `GroupCommitWriter` (``_writer``, set while open). ``access`` limits what may be
-    written: ``"client"`` only sends, ``"read"`` nothing."""
+class BatchedWritesHost(Protocol):
+    """What `BatchedWrites` needs of the store it is mixed into: two attributes, which the
+    store sets in its ``__init__``, and its transaction. mypy reports a store class that
+    leaves one out where it is instantiated (the methods are abstract at run time too)."""
 
-    access: str
-    _writer: GroupCommitWriter | None
-    _writing: contextlib.AsyncExitStack | None
-    _max_batch: int
+    access: str  # an `Access`: ``"client"`` only sends, ``"read"`` writes nothing
+    _max_batch: int  # most operations one transaction takes
 
+    @abc.abstractmethod
     async def _commit(self, batch: Sequence[Op[Any]]) -> None:
-        raise NotImplementedError  # pragma: no cover - every backend has its transaction
+        """Decide and write ``batch`` in one transaction, then settle each operation."""
 
+    @abc.abstractmethod
     async def _rollback(self) -> None:
-        raise NotImplementedError  # pragma: no cover
+        """Undo what a failed `_commit` left (nothing, if it rolls back on its own)."""
+
+
+class BatchedWrites(BatchedWritesHost):
+    """The `Store` writes of a backend whose transactions are `plan_batch`es queued on a
+    `GroupCommitWriter` (``_writer``, set while open; see `BatchedWritesHost` for what the
+    store provides)."""
+
+    _writer: GroupCommitWriter | None = None
+    _writing: contextlib.AsyncExitStack | None = None
 
     async def _start_writing(self) -> None:
         """Start the group-commit writer on a task of its own."""

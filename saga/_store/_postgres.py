@@ -40,7 +40,7 @@ from saga._store._pg_schema import (
 )
 from saga._store._plan import BatchedWrites
 from saga._store._vocabulary import OPEN_SQL, Access, check_options
-from saga._store._writer import GroupCommitWriter, Op
+from saga._store._writer import Op
 
 __all__ = ["PostgresStore"]
 
@@ -107,9 +107,6 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
-        self._writer: GroupCommitWriter | None = None
-        self._writing: contextlib.AsyncExitStack | None = None
-        self._recent: dict[int, int] = {}
         self._signal = anyio.Event()
         self._lease_lock = anyio.Lock()
 

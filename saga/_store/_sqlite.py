@@ -40,7 +40,7 @@ from saga._store._sqlite_schema import (
 )
 from saga._store._thread import ConnectionThread
 from saga._store._vocabulary import Access, check_options
-from saga._store._writer import GroupCommitWriter, Op
+from saga._store._writer import Op
 
 __all__ = ["SQLiteStore"]
 
@@ -96,8 +96,6 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
         self._wconn: aiosqlite.Connection | None = None  # only while creating the schema
         self._wthread: ConnectionThread | None = None
         self._rconn: aiosqlite.Connection | None = None
-        self._writer: GroupCommitWriter | None = None
-        self._writing: contextlib.AsyncExitStack | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 

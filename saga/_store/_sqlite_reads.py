@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import typing
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 import msgspec
@@ -38,7 +38,7 @@ from saga._store._base import (
 from saga._store._sqlite_schema import is_damage
 from saga._store._vocabulary import OPEN_SQL, WAITING, InboxState, sql_text
 
-__all__ = ["TEXT_FACTORY", "SQLiteReads"]
+__all__ = ["TEXT_FACTORY", "SQLiteReads", "SQLiteReadsHost"]
 
 logger = logging.getLogger("saga.store")
 
@@ -140,11 +140,18 @@ def _dead_letter(row: sqlite3.Row) -> DeadLetterRow:
     return DeadLetterRow(*values)
 
 
-class SQLiteReads:
-    """Every read of `SQLiteStore`; it sets ``_rconn`` and ``origin`` when it opens."""
+class SQLiteReadsHost(Protocol):
+    """What `SQLiteReads` needs of the store it is mixed into. The store sets each in its
+    ``__init__``; mypy reports a store class that leaves one out where it is instantiated."""
 
+    origin: str  # stamps this instance's inbox entries: `foreign_inbox` skips them
+    # The read connection while open (query-only; its rows are `sqlite3.Row`s), else None.
     _rconn: aiosqlite.Connection | None
-    origin: str
+
+
+class SQLiteReads(SQLiteReadsHost):
+    """Every read of `SQLiteStore` (see `SQLiteReadsHost` for what the store provides)."""
+
     _row_columns: str = ROW_COLUMNS  # an older file's reader reads missing columns as NULL
 
     @property
