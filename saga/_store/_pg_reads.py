@@ -92,9 +92,10 @@ class PostgresReads(PostgresReadsHost):
             current: str = rows[0]["saga_id"]
             bodies: list[bytes] = []
             for row in rows:
-                if row["saga_id"] != current:
+                saga_id = row["saga_id"]
+                if saga_id != current:
                     yield current, bodies
-                    current, bodies = row["saga_id"], []
+                    current, bodies = saga_id, []
                 bodies.append(row["body"])
             yield current, bodies
             after = current

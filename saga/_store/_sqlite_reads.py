@@ -220,10 +220,11 @@ class SQLiteReads(SQLiteReadsHost):
             async with self._r.execute(sql) as cur:
                 while rows := await cur.fetchmany(2000):
                     for row in rows:
-                        if row["saga_id"] != current:
+                        saga_id = row["saga_id"]
+                        if saga_id != current:
                             if current is not None:
                                 yield current, bodies
-                            current, bodies = row["saga_id"], []
+                            current, bodies = saga_id, []
                         bodies.append(row["body"])
         except (sqlite3.Error, ValueError) as error:
             where = "the logs of open sagas (tables sagas, saga_log)"
