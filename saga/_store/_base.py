@@ -10,17 +10,21 @@ from __future__ import annotations
 import abc
 import enum
 import math
-from collections.abc import AsyncIterator, Collection, Sequence
-from typing import Any
+import operator
+from collections.abc import AsyncIterator, Callable, Collection
+from typing import Any, Protocol
 
 import anyio
 import msgspec
+
+from saga._store._vocabulary import InboxKind
 
 __all__ = [
     "Append",
     "DeadLetterRow",
     "InboxItem",
     "InboxKind",
+    "Row",
     "SagaRow",
     "SendResult",
     "Store",
@@ -46,26 +50,34 @@ class SagaRow(msgspec.Struct):
     parked: bytes | None = None  # why a runtime could not run it (an `ErrorInfo`); not folded
 
 
-ROW_COLUMNS = ", ".join(SagaRow.__struct_fields__)  # every store's column order for a row
+class Row(Protocol):
+    """A row as a backend reads it, by column name (a `sqlite3.Row`, an asyncpg ``Record``)."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
+
+def by_name(struct: type[msgspec.Struct]) -> Callable[[Row], tuple[Any, ...]]:
+    """A function reading the columns named like ``struct``'s fields from a `Row`, in
+    field order (one C call: `operator.itemgetter`)."""
+    getter: Callable[[Row], tuple[Any, ...]] = operator.itemgetter(*struct.__struct_fields__)
+    return getter
+
+
+ROW_COLUMNS = ", ".join(SagaRow.__struct_fields__)  # the columns `saga_row` reads
 ROW_MARKS = ",".join("?" * len(SagaRow.__struct_fields__))  # a row's SQLite placeholders
+# What a store written before sagas had a ``parked`` column reads instead of `ROW_COLUMNS`.
+ROW_COLUMNS_UNPARKED = ROW_COLUMNS.replace("parked", "NULL AS parked")
+saga_row_values = by_name(SagaRow)
 
 
-def saga_row(values: Sequence[Any]) -> SagaRow:
-    """The `SagaRow` of a row read as `ROW_COLUMNS` (extra trailing columns are ignored)."""
-    return SagaRow(*values[: len(SagaRow.__struct_fields__)])
+def saga_row(row: Row) -> SagaRow:
+    """The `SagaRow` of a row that has the `ROW_COLUMNS` (other columns are ignored)."""
+    return SagaRow(*saga_row_values(row))
 
 
 def row_params(row: SagaRow) -> tuple[Any, ...]:
     """The row's values in `ROW_COLUMNS` order."""
     return msgspec.structs.astuple(row)
-
-
-class InboxKind:
-    """What an inbox entry is (`InboxItem.kind`)."""
-
-    EVENT = "event"  # for a step's wait; a dead letter if the saga ends without taking it
-    ABORT = "abort"  # an operator's abort request, taken by the saga's actor
-    RESUME = "resume"  # an operator's resume request for a FAILED saga, taken by the runtime
 
 
 class InboxItem(msgspec.Struct, frozen=True):
@@ -85,12 +97,13 @@ class InboxItem(msgspec.Struct, frozen=True):
     headers: bytes | None = None
 
 
-INBOX_COLUMNS = ", ".join(InboxItem.__struct_fields__)  # an inbox entry's columns, in order
+INBOX_COLUMNS = ", ".join(InboxItem.__struct_fields__)  # the columns `inbox_item` reads
+inbox_item_values = by_name(InboxItem)
 
 
-def inbox_item(values: Sequence[Any]) -> InboxItem:
-    """The `InboxItem` of a row read as `INBOX_COLUMNS` (extra trailing columns ignored)."""
-    return InboxItem(*values[: len(InboxItem.__struct_fields__)])
+def inbox_item(row: Row) -> InboxItem:
+    """The `InboxItem` of a row that has the `INBOX_COLUMNS` (other columns are ignored)."""
+    return InboxItem(*inbox_item_values(row))
 
 
 class DeadLetterRow(msgspec.Struct, frozen=True):
@@ -103,6 +116,15 @@ class DeadLetterRow(msgspec.Struct, frozen=True):
     payload: bytes
     sent_at: float
     reason: str
+
+
+DEAD_LETTER_COLUMNS = ", ".join(DeadLetterRow.__struct_fields__)  # what `dead_letter` reads
+dead_letter_values = by_name(DeadLetterRow)
+
+
+def dead_letter(row: Row) -> DeadLetterRow:
+    """The `DeadLetterRow` of a row that has the `DEAD_LETTER_COLUMNS`."""
+    return DeadLetterRow(*dead_letter_values(row))
 
 
 class SendResult(enum.Enum):

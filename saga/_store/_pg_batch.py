@@ -17,16 +17,27 @@ from typing import Any
 
 import asyncpg
 
-from saga._store._base import ROW_COLUMNS, InboxKind, SagaRow, row_params, saga_row
-from saga._store._plan import AppendOp, SendOp, StartOp, checked_ids, plan_batch
+from saga._store._base import ROW_COLUMNS, SagaRow, row_params, saga_row
+from saga._store._plan import (
+    INBOX_ROW_COLUMNS,
+    AppendOp,
+    InboxRow,
+    SendOp,
+    StartOp,
+    checked_ids,
+    plan_batch,
+)
+from saga._store._vocabulary import CLOSED_STATE_SQL, InboxKind, InboxState
 from saga._store._writer import Op
 
 __all__ = ["NOTIFY_CHANNEL", "apply_batch"]
 
 NOTIFY_CHANNEL = "saga_inbox"
-_OWNER = len(SagaRow.__struct_fields__)  # the owner's position after a row's columns
-_INDEXED = SagaRow.__struct_fields__.index("parked")  # the columns an append rewrites
-_ROW_PARAMS = ",".join(f"${i}" for i in range(1, _OWNER + 2))  # a row's, then its owner
+# A new row's placeholders: its `ROW_COLUMNS`, then its owner.
+_ROW_PARAMS = ",".join(f"${i}" for i in range(1, len(SagaRow.__struct_fields__) + 2))
+# `row_params` up to ``parked``: the columns an append rewrites (`_write_log_and_index`).
+_INDEXED = SagaRow.__struct_fields__.index("parked")
+_INBOX_PARAMS = ",".join(f"${i}" for i in range(1, len(InboxRow._fields) + 1))
 
 
 async def _lock_live_fences(conn: asyncpg.Connection, batch: Sequence[Op[Any]]) -> set[int]:
@@ -48,7 +59,7 @@ async def _lock_live_fences(conn: asyncpg.Connection, batch: Sequence[Op[Any]]) 
         "AND expires_at > clock_timestamp() ORDER BY fence FOR KEY SHARE",
         fences,
     )
-    return {r[0] for r in rows}
+    return {r["fence"] for r in rows}
 
 
 async def apply_batch(
@@ -77,8 +88,8 @@ async def apply_batch(
                 ids,
             )
             for r in rows:
-                known[r[0]] = saga_row(r)
-                owners[r[0]] = r[_OWNER]
+                known[r["saga_id"]] = saga_row(r)
+                owners[r["saga_id"]] = r["owner"]
         live = await _lock_live_fences(conn, batch)
         event_ids = sorted({op.event_id for op in batch if isinstance(op, SendOp)})
         seen: set[tuple[str, str]] = set()
@@ -87,7 +98,7 @@ async def apply_batch(
                 "SELECT saga_id, event_id FROM saga_inbox WHERE event_id = ANY($1::text[])",
                 event_ids,
             )
-            seen = {(r[0], r[1]) for r in rows}
+            seen = {(r["saga_id"], r["event_id"]) for r in rows}
 
         plan = plan_batch(batch, known, seen, origin, owners=owners, live_fences=live, fence=fence)
         if plan.new_sagas:
@@ -97,9 +108,7 @@ async def apply_batch(
             )
         if plan.inbox_rows:
             await conn.executemany(
-                "INSERT INTO saga_inbox "
-                "(saga_id, event_id, kind, name, key, payload, sent_at, headers, origin) "
-                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+                f"INSERT INTO saga_inbox ({INBOX_ROW_COLUMNS}) VALUES ({_INBOX_PARAMS})",
                 plan.inbox_rows,
             )
         if plan.log_rows or plan.index_rows:
@@ -114,18 +123,18 @@ async def apply_batch(
             )
         if plan.consumed:
             await conn.executemany(
-                "UPDATE saga_inbox SET status = 1 "
-                "WHERE saga_id = $1 AND event_id = $2 AND status = 0",
+                f"UPDATE saga_inbox SET status = {InboxState.CONSUMED:d} "
+                f"WHERE saga_id = $1 AND event_id = $2 AND status = {InboxState.PENDING:d}",
                 plan.consumed,
             )
         if plan.closed:
             await conn.executemany(
-                "UPDATE saga_inbox SET status = CASE kind WHEN 'event' THEN 2 ELSE 1 END, "
-                "reason = $1 WHERE saga_id = $2 AND status = 0",
+                f"UPDATE saga_inbox SET status = {CLOSED_STATE_SQL}, "
+                f"reason = $1 WHERE saga_id = $2 AND status = {InboxState.PENDING:d}",
                 plan.closed,
             )
         notices = {f"{owner}:{saga_id}" for owner, saga_id in plan.notify}
-        notices.update(f"*:{r[0]}" for r in plan.inbox_rows if r[2] == InboxKind.RESUME)
+        notices.update(f"*:{r.saga_id}" for r in plan.inbox_rows if r.kind == InboxKind.RESUME)
         if notices:
             await conn.execute(
                 "SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n",

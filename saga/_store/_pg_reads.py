@@ -6,37 +6,47 @@ sagas this store instance owns (``owner = fence``); the rest see the whole store
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import types
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
 
 import asyncpg
 
 from saga._errors import StoreError
 from saga._store._base import (
+    DEAD_LETTER_COLUMNS,
     INBOX_COLUMNS,
     ROW_COLUMNS,
     DeadLetterRow,
     InboxItem,
     SagaRow,
     StoreStats,
+    dead_letter,
     inbox_item,
     saga_row,
 )
-from saga._store._pg_schema import ACTIVE
+from saga._store._vocabulary import OPEN_SQL, WAITING, InboxKind, InboxState, sql_text
 
-__all__ = ["PostgresReads"]
+__all__ = ["PostgresReads", "PostgresReadsHost"]
 
 _INBOX_COLUMNS_I = ", ".join("i." + c.strip() for c in INBOX_COLUMNS.split(","))
 
 
-class PostgresReads:
-    """Every read of `PostgresStore`; the store sets ``_pool``, ``origin``, ``fence``."""
+class PostgresReadsHost(Protocol):
+    """What `PostgresReads` needs of the store it is mixed into. The store sets each in its
+    ``__init__``; mypy reports a store class that leaves one out where it is instantiated."""
 
-    _pool: asyncpg.Pool | None
-    origin: str
-    fence: int | None
+    origin: str  # stamps this instance's inbox entries: `foreign_inbox` skips them
+    fence: int | None  # this worker's fence: the reads of one worker see its own sagas
+    _pool: asyncpg.Pool | None  # the connection pool while open, else None
+
+
+class PostgresReads(PostgresReadsHost):
+    """Every read of `PostgresStore` (see `PostgresReadsHost` for what the store provides)."""
+
     _row_columns: str = ROW_COLUMNS  # an older schema's reader reads missing columns as NULL
-    _recent: dict[int, int]  # inbox ids foreign_inbox returned whose tx may show up again
+    # Inbox ids `foreign_inbox` returned whose transaction may show up again: their tx ids.
+    _recent: Mapping[int, int] = types.MappingProxyType({})
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         if self._pool is None:
@@ -63,7 +73,7 @@ class PostgresReads:
         rows = await self._fetch(
             "SELECT body FROM saga_log WHERE saga_id = $1 ORDER BY seq", saga_id
         )
-        return [r[0] for r in rows]
+        return [r["body"] for r in rows]
 
     async def active_logs(self) -> AsyncIterator[tuple[str, list[bytes]]]:
         """The logs of the open sagas this instance owns, a page of sagas at a time."""
@@ -71,7 +81,7 @@ class PostgresReads:
         while True:
             rows = await self._fetch(
                 "WITH page AS (SELECT saga_id FROM sagas WHERE owner = $1 AND saga_id > $2 "
-                f"AND status IN {ACTIVE} ORDER BY saga_id LIMIT 500) "
+                f"AND status IN {OPEN_SQL} ORDER BY saga_id LIMIT 500) "
                 "SELECT l.saga_id, l.body FROM page JOIN saga_log l USING (saga_id) "
                 "ORDER BY l.saga_id, l.seq",
                 self.fence,
@@ -79,26 +89,29 @@ class PostgresReads:
             )
             if not rows:
                 return
-            current: str = rows[0][0]
+            current: str = rows[0]["saga_id"]
             bodies: list[bytes] = []
-            for saga_id, body in rows:
+            for row in rows:
+                saga_id = row["saga_id"]
                 if saga_id != current:
                     yield current, bodies
                     current, bodies = saga_id, []
-                bodies.append(body)
+                bodies.append(row["body"])
             yield current, bodies
             after = current
 
     async def inbox(self, saga_id: str) -> list[InboxItem]:
         rows = await self._fetch(
-            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE saga_id = $1 AND status = 0 ORDER BY id",
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE saga_id = $1 "
+            f"AND status = {InboxState.PENDING:d} ORDER BY id",
             saga_id,
         )
         return [inbox_item(r) for r in rows]
 
     async def pending_inbox(self, kind: str) -> list[InboxItem]:
         rows = await self._fetch(
-            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE status = 0 AND kind = $1 ORDER BY id",
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE status = {InboxState.PENDING:d} "
+            "AND kind = $1 ORDER BY id",
             kind,
         )
         return [inbox_item(r) for r in rows]
@@ -106,8 +119,10 @@ class PostgresReads:
     async def inbox_mark(self) -> int:
         # Every transaction still running when this snapshot was taken, and every later one,
         # has an id at or above its xmin: whatever commits after this call is at or above it.
-        rows = await self._fetch("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-        return int(rows[0][0])
+        rows = await self._fetch(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS mark"
+        )
+        return int(rows[0]["mark"])
 
     async def foreign_inbox(self, after: int) -> tuple[list[InboxItem], int]:
         """Entries other instances wrote for sagas this one owns (and every resume request).
@@ -123,48 +138,51 @@ class PostgresReads:
             "pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS mark) h "
             f"LEFT JOIN LATERAL (SELECT {_INBOX_COLUMNS_I}, i.tx::text::bigint AS tx "
             "FROM saga_inbox i JOIN sagas s USING (saga_id) "
-            "WHERE i.status = 0 AND i.tx >= $1::text::xid8 AND i.origin IS DISTINCT FROM $2 "
-            "AND (s.owner = $3 OR $3::bigint IS NULL OR i.kind = 'resume')) e ON true "
+            f"WHERE i.status = {InboxState.PENDING:d} AND i.tx >= $1::text::xid8 "
+            "AND i.origin IS DISTINCT FROM $2 AND (s.owner = $3 OR $3::bigint IS NULL "
+            f"OR i.kind = {sql_text(InboxKind.RESUME)})) e ON true "
             "ORDER BY e.id",
             str(after),
             self.origin,
             self.fence,
         )
-        mark = max(after, int(rows[0][0]))
-        rows = [r[1:] for r in rows if r[1] is not None]
-        items = [inbox_item(r) for r in rows if r[0] not in self._recent]
-        recent = {r[0]: int(r[9]) for r in rows}
+        mark = max(after, int(rows[0]["mark"]))
+        rows = [r for r in rows if r["id"] is not None]  # else only the mark, no entry
+        items = [inbox_item(r) for r in rows if r["id"] not in self._recent]
+        recent = {r["id"]: int(r["tx"]) for r in rows}
         recent.update(self._recent)
         self._recent = {i: tx for i, tx in recent.items() if tx >= mark}
         return items, mark
 
     async def stats(self) -> StoreStats:
         counts = await self._fetch(
-            "SELECT name, status, count(*) FROM sagas GROUP BY name, status ORDER BY name, status"
+            "SELECT name, status, count(*) AS n FROM sagas GROUP BY name, status "
+            "ORDER BY name, status"
         )
         oldest = await self._fetch(
-            f"SELECT {self._row_columns} FROM sagas WHERE status = 'WAITING' "
+            f"SELECT {self._row_columns} FROM sagas WHERE status = {sql_text(WAITING)} "
             "ORDER BY updated_at, ord LIMIT 1"
         )
         return StoreStats(
-            counts=[(name, status, int(n)) for name, status, n in counts],
+            counts=[(r["name"], r["status"], int(r["n"])) for r in counts],
             oldest_waiting=saga_row(oldest[0]) if oldest else None,
         )
 
     async def due(self, until: float) -> list[tuple[str, float]]:
         rows = await self._fetch(
             "SELECT saga_id, wake_at FROM sagas WHERE owner = $1 AND wake_at <= $2 "
-            f"AND wake_at IS NOT NULL AND status IN {ACTIVE}",
+            f"AND wake_at IS NOT NULL AND status IN {OPEN_SQL}",
             self.fence,
             until,
         )
-        return [(r[0], r[1]) for r in rows]
+        return [(r["saga_id"], r["wake_at"]) for r in rows]
 
     async def dead_letters(self, saga_id: str | None, limit: int) -> list[DeadLetterRow]:
         rows = await self._fetch(
-            "SELECT saga_id, event_id, name, key, payload, sent_at, reason FROM saga_inbox "
-            "WHERE status = 2 AND ($1::text IS NULL OR saga_id = $1) ORDER BY id DESC LIMIT $2",
+            f"SELECT {DEAD_LETTER_COLUMNS} FROM saga_inbox "
+            f"WHERE status = {InboxState.DEAD_LETTER:d} AND ($1::text IS NULL OR saga_id = $1) "
+            "ORDER BY id DESC LIMIT $2",
             saga_id,
             limit,
         )
-        return [DeadLetterRow(*r) for r in rows]
+        return [dead_letter(r) for r in rows]

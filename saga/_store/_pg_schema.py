@@ -12,15 +12,16 @@ import asyncpg
 
 from saga._errors import NotASagaStore
 from saga._store._meta import MARKER, schema_version
+from saga._store._vocabulary import OPEN_SQL, WAITING, InboxState, sql_text
 
 __all__ = ["SCHEMA_VERSION", "check_schema", "create_or_upgrade_schema"]
 
 SCHEMA_VERSION = 2
-ACTIVE = "('RUNNING', 'WAITING', 'COMPENSATING')"
 
 # Each worker process registers in saga_workers under a fence from saga_fences, and owns
 # every saga whose ``owner`` is that fence while its lease (``expires_at``, on the server's
 # clock) holds. ``drained`` marks a dead worker none of whose open sagas is left to claim.
+# Built from the store's vocabulary, byte for byte the DDL existing schemas were made with.
 SCHEMA = f"""
 CREATE TABLE saga_meta (
     key text PRIMARY KEY,
@@ -55,11 +56,11 @@ CREATE TABLE sagas (
     owner bigint,
     ord bigint GENERATED ALWAYS AS IDENTITY
 );
-CREATE INDEX sagas_active ON sagas (owner, saga_id) WHERE status IN {ACTIVE};
+CREATE INDEX sagas_active ON sagas (owner, saga_id) WHERE status IN {OPEN_SQL};
 CREATE INDEX sagas_wake ON sagas (owner, wake_at)
-    WHERE wake_at IS NOT NULL AND status IN {ACTIVE};
+    WHERE wake_at IS NOT NULL AND status IN {OPEN_SQL};
 CREATE INDEX sagas_created ON sagas (created_at, ord);
-CREATE INDEX sagas_waiting ON sagas (updated_at, ord) WHERE status = 'WAITING';
+CREATE INDEX sagas_waiting ON sagas (updated_at, ord) WHERE status = {sql_text(WAITING)};
 
 CREATE TABLE saga_log (
     saga_id text NOT NULL,
@@ -79,16 +80,16 @@ CREATE TABLE saga_inbox (
     payload bytea NOT NULL,
     sent_at double precision NOT NULL,
     headers bytea,
-    status smallint NOT NULL DEFAULT 0,
+    status smallint NOT NULL DEFAULT {InboxState.PENDING:d},
     reason text,
     origin text,
     tx xid8 NOT NULL DEFAULT pg_current_xact_id(),
     UNIQUE (saga_id, event_id)
 );
 CREATE INDEX saga_inbox_event ON saga_inbox (event_id);
-CREATE INDEX saga_inbox_pending ON saga_inbox (saga_id, id) WHERE status = 0;
-CREATE INDEX saga_inbox_recent ON saga_inbox (tx) WHERE status = 0;
-CREATE INDEX saga_inbox_dead ON saga_inbox (id) WHERE status = 2;
+CREATE INDEX saga_inbox_pending ON saga_inbox (saga_id, id) WHERE status = {InboxState.PENDING:d};
+CREATE INDEX saga_inbox_recent ON saga_inbox (tx) WHERE status = {InboxState.PENDING:d};
+CREATE INDEX saga_inbox_dead ON saga_inbox (id) WHERE status = {InboxState.DEAD_LETTER:d};
 """
 
 # Statements that bring a schema from the previous version to this one.
@@ -111,7 +112,7 @@ async def check_schema(conn: asyncpg.Connection, where: str) -> int:
         NotASagaStore: no saga store there, or tables of another application.
         StoreError: a schema newer than this version of saga understands.
     """
-    tables = {r[0] for r in await conn.fetch(_TABLES)}
+    tables = {r["table_name"] for r in await conn.fetch(_TABLES)}
     if "saga_meta" not in tables:
         raise NotASagaStore(f"{where} is not a saga store (no saga_meta table)")
     return schema_version(await _meta(conn, where), where, SCHEMA_VERSION)
@@ -127,7 +128,7 @@ async def create_or_upgrade_schema(conn: asyncpg.Connection, schema: str, where:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "saga-schema:" + schema)
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
-        tables = {r[0] for r in await conn.fetch(_TABLES)}
+        tables = {r["table_name"] for r in await conn.fetch(_TABLES)}
         if not tables:
             await conn.execute(SCHEMA)
             await conn.executemany(
@@ -154,6 +155,6 @@ def quote_ident(name: str) -> str:
 
 async def _meta(conn: asyncpg.Connection, where: str) -> dict[str, str]:
     try:
-        return dict(await conn.fetch("SELECT key, value FROM saga_meta"))
+        return {r["key"]: r["value"] for r in await conn.fetch("SELECT key, value FROM saga_meta")}
     except asyncpg.UndefinedColumnError as error:  # another application's saga_meta
         raise NotASagaStore(f"{where} is not a saga store: {error}") from None

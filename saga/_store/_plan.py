@@ -8,30 +8,32 @@ statement kind. The backend writes them and publishes the results after ``COMMIT
 
 from __future__ import annotations
 
+import abc
 import contextlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import anyio
 
 from saga._errors import LeaseLost, StoreError
-from saga._store._base import Append, InboxKind, SagaRow, SendResult, row_params
+from saga._store._base import Append, SagaRow, SendResult, row_params
+from saga._store._vocabulary import FAILED, TERMINAL_STATUSES, Access, InboxKind
 from saga._store._writer import GroupCommitWriter, Op
 
 __all__ = [
-    "TERMINAL",
+    "INBOX_ROW_COLUMNS",
     "AppendOp",
     "BatchPlan",
     "BatchedWrites",
+    "BatchedWritesHost",
+    "InboxRow",
     "ParkOp",
     "SendOp",
     "StartOp",
     "plan_batch",
     "row_params",
 ]
-
-TERMINAL = ("COMPLETED", "COMPENSATED", "FAILED")
 
 
 class StartOp(Op[SagaRow | None]):
@@ -80,21 +82,30 @@ class AppendOp(Op[bool]):
         self.status = status
 
 
-class BatchedWrites:
-    """The `Store` writes of a backend whose transactions are `plan_batch`es queued on a
-    `GroupCommitWriter` (``_writer``, set while open). ``access`` limits what may be
-    written: ``"client"`` only sends, ``"read"`` nothing."""
+class BatchedWritesHost(Protocol):
+    """What `BatchedWrites` needs of the store it is mixed into: two attributes, which the
+    store sets in its ``__init__``, and its transaction. mypy reports a store class that
+    leaves one out where it is instantiated (the methods are abstract at run time too)."""
 
-    access: str
-    _writer: GroupCommitWriter | None
-    _writing: contextlib.AsyncExitStack | None
-    _max_batch: int
+    access: str  # an `Access`: ``"client"`` only sends, ``"read"`` writes nothing
+    _max_batch: int  # most operations one transaction takes
 
+    @abc.abstractmethod
     async def _commit(self, batch: Sequence[Op[Any]]) -> None:
-        raise NotImplementedError  # pragma: no cover - every backend has its transaction
+        """Decide and write ``batch`` in one transaction, then settle each operation."""
 
+    @abc.abstractmethod
     async def _rollback(self) -> None:
-        raise NotImplementedError  # pragma: no cover
+        """Undo what a failed `_commit` left (nothing, if it rolls back on its own)."""
+
+
+class BatchedWrites(BatchedWritesHost):
+    """The `Store` writes of a backend whose transactions are `plan_batch`es queued on a
+    `GroupCommitWriter` (``_writer``, set while open; see `BatchedWritesHost` for what the
+    store provides)."""
+
+    _writer: GroupCommitWriter | None = None
+    _writing: contextlib.AsyncExitStack | None = None
 
     async def _start_writing(self) -> None:
         """Start the group-commit writer on a task of its own."""
@@ -114,7 +125,7 @@ class BatchedWrites:
             self._writing = self._writer = None
 
     def _submit_target(self, op: str = "send") -> GroupCommitWriter:
-        if self.access == "read" or (self.access == "client" and op != "send"):
+        if self.access == Access.READ or (self.access == Access.CLIENT and op != "send"):
             raise StoreError(
                 f"this store was opened with access={self.access!r}: it cannot {op}; "
                 "only a runtime that owns the store writes saga logs"
@@ -162,6 +173,23 @@ class BatchedWrites:
         return await self._submit_target("append").submit(AppendOp(self._fenced(append), status))
 
 
+class InboxRow(NamedTuple):
+    """An inbox entry a batch writes, its columns in the order the backends insert them."""
+
+    saga_id: str
+    event_id: str
+    kind: str
+    name: str
+    key: str | None
+    payload: bytes
+    sent_at: float
+    headers: bytes | None
+    origin: str
+
+
+INBOX_ROW_COLUMNS = ", ".join(InboxRow._fields)
+
+
 @dataclass(slots=True)
 class BatchPlan:
     """The rows one batch writes, and each operation's result (an exception fails it).
@@ -174,7 +202,7 @@ class BatchPlan:
 
     new_sagas: list[tuple[SagaRow, int | None]] = field(default_factory=list)
     log_rows: list[tuple[str, int, bytes, int | None]] = field(default_factory=list)
-    inbox_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    inbox_rows: list[InboxRow] = field(default_factory=list)
     index_rows: list[SagaRow] = field(default_factory=list)
     owners: list[tuple[str, int]] = field(default_factory=list)
     consumed: list[tuple[str, str]] = field(default_factory=list)
@@ -245,7 +273,7 @@ def plan_batch(
         elif isinstance(op, ParkOp):
             target = known.get(op.saga_id)
             mine = owners is None or (op.fence is not None and owners.get(op.saga_id) == op.fence)
-            if target is not None and target.status not in TERMINAL and mine:
+            if target is not None and target.status not in TERMINAL_STATUSES and mine:
                 plan.parked.append((op.saga_id, op.error, op.release and owners is not None))
                 if op.release and owners is not None:
                     owners[op.saga_id] = None
@@ -272,13 +300,13 @@ def _send(
         return SendResult.DUPLICATE
     if target is None:
         return SendResult.UNKNOWN
-    if op.kind == InboxKind.RESUME and target.status != "FAILED":
+    if op.kind == InboxKind.RESUME and target.status != FAILED:
         return SendResult.REFUSED
-    if op.kind != InboxKind.RESUME and target.status in TERMINAL:
+    if op.kind != InboxKind.RESUME and target.status in TERMINAL_STATUSES:
         return SendResult.CLOSED
     seen.add((op.saga_id, op.event_id))
-    plan.inbox_rows.append((op.saga_id, op.event_id, op.kind, op.name, op.key,
-                            op.payload, op.sent_at, op.headers, origin))  # fmt: skip
+    plan.inbox_rows.append(InboxRow(op.saga_id, op.event_id, op.kind, op.name, op.key,
+                                    op.payload, op.sent_at, op.headers, origin))  # fmt: skip
     owner = None if owners is None else owners.get(op.saga_id)
     if owners is None or (owner == fence and fence is not None):
         return SendResult.STORED

@@ -29,24 +29,23 @@ import asyncpg
 import msgspec
 
 from saga._errors import StoreError
-from saga._store._base import CLAIM_BATCH, ROW_COLUMNS, Append, Store
+from saga._store._base import CLAIM_BATCH, ROW_COLUMNS_UNPARKED, Append, Store
 from saga._store._pg_batch import NOTIFY_CHANNEL, apply_batch
 from saga._store._pg_reads import PostgresReads
 from saga._store._pg_schema import (
-    ACTIVE,
     SCHEMA_VERSION,
     check_schema,
     create_or_upgrade_schema,
     quote_ident,
 )
 from saga._store._plan import BatchedWrites
-from saga._store._writer import GroupCommitWriter, Op
+from saga._store._vocabulary import OPEN_SQL, Access, check_options
+from saga._store._writer import Op
 
 __all__ = ["PostgresStore"]
 
 logger = logging.getLogger("saga.store")
 
-ACCESS_MODES = ("owner", "client", "read")
 # An owner that is no registered worker: nobody will ever renew or release it.
 _STRAY = " OR NOT EXISTS (SELECT 1 FROM saga_workers w WHERE w.fence = sagas.owner)"
 _CONNECTION_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
@@ -82,13 +81,10 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
         claim_interval: float | None = None,
         durability: str = "full",
         max_batch: int = 1000,
-        access: str = "owner",
+        access: str = Access.OWNER,
         pool_size: int = 8,
     ) -> None:
-        if durability not in ("full", "normal"):
-            raise ValueError(f"durability must be 'full' or 'normal', got {durability!r}")
-        if access not in ACCESS_MODES:
-            raise ValueError(f"access must be one of {ACCESS_MODES}, got {access!r}")
+        check_options(durability=durability, access=access)
         if not isinstance(schema, str) or not schema or len(schema) > 63 or "\x00" in schema:
             raise ValueError(f"schema must be a PostgreSQL identifier, got {schema!r}")
         if not 0.5 <= lease_seconds <= 3600:
@@ -111,9 +107,6 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
-        self._writer: GroupCommitWriter | None = None
-        self._writing: contextlib.AsyncExitStack | None = None
-        self._recent: dict[int, int] = {}
         self._signal = anyio.Event()
         self._lease_lock = anyio.Lock()
 
@@ -141,18 +134,18 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
             raise StoreError(f"cannot connect to {self.where}: {error}") from error
         try:
             async with self._pool.acquire() as conn:
-                if self.access == "owner":
+                if self.access == Access.OWNER:
                     await create_or_upgrade_schema(conn, self.schema, self.where)
                 else:
                     version = await check_schema(conn, self.where)
                     if version < 2:  # before sagas had `parked`: read it as NULL
-                        self._row_columns = ROW_COLUMNS.replace("parked", "NULL AS parked")
-                    if self.access == "client" and version < SCHEMA_VERSION:
+                        self._row_columns = ROW_COLUMNS_UNPARKED
+                    if self.access == Access.CLIENT and version < SCHEMA_VERSION:
                         raise StoreError(
                             f"{self.where} was written by an older saga (schema {version}); "
                             "start a Runtime of this version on it once to upgrade it"
                         )
-            if self.access == "owner":
+            if self.access == Access.OWNER:
                 await self._register()
                 await self._listen()
         except BaseException as error:
@@ -160,7 +153,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
             if isinstance(error, _CONNECTION_ERRORS):
                 raise StoreError(f"cannot open {self.where}: {error}") from error
             raise
-        if self.access != "read":
+        if self.access != Access.READ:
             await self._start_writing()
 
     async def close(self) -> None:
@@ -266,7 +259,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
                 )
                 if alive is None:
                     return []  # the lease is gone: `keep_lease` registers again first
-                dead = [r[0] for r in await conn.fetch(
+                dead = [r["fence"] for r in await conn.fetch(
                     "SELECT fence FROM saga_workers WHERE NOT drained "
                     "AND expires_at <= clock_timestamp() ORDER BY fence FOR UPDATE SKIP LOCKED"
                 )]  # fmt: skip
@@ -275,7 +268,7 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
                     rows = await conn.fetch(
                         "WITH picked AS (SELECT saga_id FROM sagas WHERE (owner IS NULL "
                         f"OR owner = ANY($2::bigint[]){_STRAY if sweep else ''}) "
-                        f"AND status IN {ACTIVE} "
+                        f"AND status IN {OPEN_SQL} "
                         "AND (name, version) IN (SELECT * FROM unnest($4::text[], $5::int[])) "
                         "AND saga_id <> ALL($6::text[]) "
                         "ORDER BY saga_id LIMIT $3 FOR UPDATE SKIP LOCKED) "
@@ -292,12 +285,12 @@ class PostgresStore(PostgresReads, BatchedWrites, Store):
                     await conn.execute(
                         "UPDATE saga_workers w SET drained = true WHERE fence = ANY($1::bigint[]) "
                         "AND NOT EXISTS (SELECT 1 FROM sagas s WHERE s.owner = w.fence "
-                        f"AND s.status IN {ACTIVE})",
+                        f"AND s.status IN {OPEN_SQL})",
                         dead,
                     )
         except _CONNECTION_ERRORS as error:
             raise StoreError(f"cannot claim sagas on {self.where}: {error}") from error
-        claimed = [r[0] for r in rows]
+        claimed = [r["saga_id"] for r in rows]
         if claimed:
             logger.info("worker %s took over %d sagas nobody ran", self.worker, len(claimed))
         return claimed

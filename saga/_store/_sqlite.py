@@ -27,7 +27,7 @@ import aiosqlite
 import anyio
 
 from saga._errors import CorruptLog, StoreError
-from saga._store._base import ROW_COLUMNS, Store
+from saga._store._base import ROW_COLUMNS_UNPARKED, Store
 from saga._store._plan import BatchedWrites
 from saga._store._sqlite_batch import apply_batch
 from saga._store._sqlite_reads import TEXT_FACTORY, SQLiteReads
@@ -39,11 +39,11 @@ from saga._store._sqlite_schema import (
     open_error,
 )
 from saga._store._thread import ConnectionThread
-from saga._store._writer import GroupCommitWriter, Op
+from saga._store._vocabulary import Access, check_options
+from saga._store._writer import Op
 
-__all__ = ["ACCESS_MODES", "SQLiteStore"]
+__all__ = ["SQLiteStore"]
 
-ACCESS_MODES = ("owner", "client", "read")
 _LOCK_TRIES = 10  # lock files replaced under us in a row before giving up (see `_lock`)
 
 
@@ -71,13 +71,10 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
         durability: str = "full",
         busy_timeout: float = 5.0,
         max_batch: int = 1000,
-        access: str = "owner",
+        access: str = Access.OWNER,
     ) -> None:
-        if durability not in ("full", "normal"):
-            raise ValueError(f"durability must be 'full' or 'normal', got {durability!r}")
-        if access not in ACCESS_MODES:
-            raise ValueError(f"access must be one of {ACCESS_MODES}, got {access!r}")
-        if path is None and access != "owner":
+        check_options(durability=durability, access=access)
+        if path is None and access != Access.OWNER:
             raise ValueError(
                 "sqlite:///:memory: is private to the process that opened it; "
                 "name a store file instead"
@@ -99,8 +96,6 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
         self._wconn: aiosqlite.Connection | None = None  # only while creating the schema
         self._wthread: ConnectionThread | None = None
         self._rconn: aiosqlite.Connection | None = None
-        self._writer: GroupCommitWriter | None = None
-        self._writing: contextlib.AsyncExitStack | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -111,7 +106,7 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
                 f"cannot open store {self.path!r}: directory {directory!r} does not exist"
             )
         try:
-            if self.access == "owner":
+            if self.access == Access.OWNER:
                 await self._open_owner()
             else:
                 await self._open_shared()
@@ -143,8 +138,8 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
             self._rconn = await self._connect("ro")
             version = await check_schema(self._rconn, self.path)
             if version < 3:  # written before sagas had a `parked` column: read it as NULL
-                self._row_columns = ROW_COLUMNS.replace("parked", "NULL AS parked")
-            if self.access == "client" and version < SCHEMA_VERSION:
+                self._row_columns = ROW_COLUMNS_UNPARKED
+            if self.access == Access.CLIENT and version < SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path!r} was written by an older saga (schema {version}); "
                     "open it once with a Runtime of this version to upgrade it"
@@ -152,7 +147,7 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
         except BaseException:
             await self._disconnect()
             raise
-        if self.access == "client":
+        if self.access == Access.CLIENT:
             await self._start_writer("rw")
 
     def _connect_writer(self, mode: str | None) -> sqlite3.Connection:
@@ -162,6 +157,7 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
         else:
             quoted = urllib.parse.quote(os.path.abspath(self.path))
             conn = sqlite3.connect(f"file:{quoted}?mode={mode}", isolation_level=None, uri=True)
+        conn.row_factory = sqlite3.Row  # rows are read by column name
         try:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -239,6 +235,7 @@ class SQLiteStore(SQLiteReads, BatchedWrites, Store):
             uri = f"file:{quoted}?mode={mode}"
             conn = await aiosqlite.connect(uri, isolation_level=None, uri=True)
         conn.text_factory = TEXT_FACTORY  # text that is not UTF-8 must not fail mid-row
+        conn.row_factory = sqlite3.Row  # rows are read by column name
         try:
             # The first statements read the file's header and schema: a damaged file fails
             # here, with any error (a garbled schema can even fail to decode as UTF-8).

@@ -12,12 +12,22 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from saga._store._base import ROW_COLUMNS, ROW_MARKS, SagaRow, row_params, saga_row
-from saga._store._plan import AppendOp, SendOp, StartOp, checked_ids, plan_batch
+from saga._store._plan import (
+    INBOX_ROW_COLUMNS,
+    AppendOp,
+    InboxRow,
+    SendOp,
+    StartOp,
+    checked_ids,
+    plan_batch,
+)
+from saga._store._vocabulary import CLOSED_STATE_SQL, InboxState
 from saga._store._writer import Op
 
 __all__ = ["AppendOp", "SendOp", "StartOp", "apply_batch"]
 
 _CHUNK = 500  # host parameters per IN (...) list, well under SQLite's limit
+_INBOX_MARKS = ",".join("?" * len(InboxRow._fields))
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -29,6 +39,8 @@ def apply_batch(
     conn: sqlite3.Connection, batch: Sequence[Op[Any]], origin: str
 ) -> list[tuple[Op[Any], Any]]:
     """One transaction for the whole batch, run on the writer's thread in a single call.
+
+    ``conn`` gives `sqlite3.Row`s (the store's writer connection does).
 
     Inbox entries are stamped with ``origin``, the writing store instance. Returns each
     operation's result; the caller publishes them (on the event loop) after this returns.
@@ -53,8 +65,8 @@ def _decide_and_write(
     for chunk in _chunks(checked_ids(batch, every_append=False)):
         marks = ",".join("?" * len(chunk))
         sql = f"SELECT {ROW_COLUMNS} FROM sagas WHERE saga_id IN ({marks})"
-        for values in conn.execute(sql, chunk):
-            known[values[0]] = saga_row(values)
+        for row in conn.execute(sql, chunk):
+            known[row["saga_id"]] = saga_row(row)
     seen_events: set[tuple[str, str]] = set()
     pairs = sorted({(op.saga_id, op.event_id) for op in batch if isinstance(op, SendOp)})
     for i in range(0, len(pairs), _CHUNK // 2):
@@ -67,7 +79,8 @@ def _decide_and_write(
             f"saga_id IN ({','.join('?' * len(sagas))}) "
             f"AND event_id IN ({','.join('?' * len(events))})"
         )
-        seen_events.update((s, e) for s, e in conn.execute(sql, [*sagas, *events]))
+        rows = conn.execute(sql, [*sagas, *events])
+        seen_events.update((r["saga_id"], r["event_id"]) for r in rows)
 
     plan = plan_batch(batch, known, seen_events, origin)
     if plan.new_sagas:
@@ -77,9 +90,7 @@ def _decide_and_write(
         )
     if plan.inbox_rows:
         conn.executemany(
-            "INSERT INTO saga_inbox "
-            "(saga_id, event_id, kind, name, key, payload, sent_at, headers, origin) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO saga_inbox ({INBOX_ROW_COLUMNS}) VALUES ({_INBOX_MARKS})",
             plan.inbox_rows,
         )
     if plan.log_rows:
@@ -115,13 +126,14 @@ def _decide_and_write(
         )
     if plan.consumed:
         conn.executemany(
-            "UPDATE saga_inbox SET status = 1 WHERE saga_id = ? AND event_id = ? AND status = 0",
+            f"UPDATE saga_inbox SET status = {InboxState.CONSUMED:d} "
+            f"WHERE saga_id = ? AND event_id = ? AND status = {InboxState.PENDING:d}",
             plan.consumed,
         )
     if plan.closed:
         conn.executemany(
-            "UPDATE saga_inbox SET status = CASE kind WHEN 'event' THEN 2 ELSE 1 END, "
-            "reason = ? WHERE saga_id = ? AND status = 0",
+            f"UPDATE saga_inbox SET status = {CLOSED_STATE_SQL}, "
+            f"reason = ? WHERE saga_id = ? AND status = {InboxState.PENDING:d}",
             plan.closed,
         )
     return plan.results

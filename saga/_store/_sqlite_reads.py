@@ -17,25 +17,28 @@ import logging
 import sqlite3
 import typing
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 import msgspec
 
 from saga._errors import CorruptLog, StoreError
 from saga._store._base import (
+    DEAD_LETTER_COLUMNS,
     INBOX_COLUMNS,
     ROW_COLUMNS,
     DeadLetterRow,
     InboxItem,
     SagaRow,
     StoreStats,
-    inbox_item,
-    saga_row,
+    dead_letter_values,
+    inbox_item_values,
+    saga_row_values,
 )
 from saga._store._sqlite_schema import is_damage
+from saga._store._vocabulary import OPEN_SQL, WAITING, InboxState, sql_text
 
-__all__ = ["TEXT_FACTORY", "SQLiteReads"]
+__all__ = ["TEXT_FACTORY", "SQLiteReads", "SQLiteReadsHost"]
 
 logger = logging.getLogger("saga.store")
 
@@ -81,10 +84,10 @@ _DEAD_LETTER = _column_types(DeadLetterRow)
 
 def _mistyped(values: Sequence[Any], row: type[msgspec.Struct],
               types: tuple[tuple[type, ...], ...]) -> str | None:  # fmt: skip
-    """Which column of ``values`` has a type ``row`` does not allow, if any."""
+    """Which of ``values`` (``row``'s fields, in order) has a type ``row`` does not allow."""
     if all(map(isinstance, values, types)) and not any(map(_bad_text, values)):
         return None
-    for name, value, allowed in zip(row.__struct_fields__, values, types, strict=False):
+    for name, value, allowed in zip(row.__struct_fields__, values, types, strict=True):
         if not isinstance(value, allowed):
             return f"column {name} holds {type(value).__name__}"
         if _bad_text(value):
@@ -92,25 +95,27 @@ def _mistyped(values: Sequence[Any], row: type[msgspec.Struct],
     return None  # pragma: no cover - the checks above found one
 
 
-def _saga_row(values: Sequence[Any]) -> SagaRow:
+def _saga_row(row: sqlite3.Row) -> SagaRow:
+    values = saga_row_values(row)
     problem = _mistyped(values, SagaRow, _SAGA_ROW)
     if problem is not None:
         raise CorruptLog(
-            f"saga {values[0]!r}: its index row cannot be read ({problem}); "
+            f"saga {row['saga_id']!r}: its index row cannot be read ({problem}); "
             "its log is kept apart and can still be read with history()"
         )
-    return saga_row(values)
+    return SagaRow(*values)
 
 
-def _inbox_item(values: Sequence[Any]) -> InboxItem:
+def _inbox_item(row: sqlite3.Row) -> InboxItem:
+    values = inbox_item_values(row)
     problem = _mistyped(values, InboxItem, _INBOX_ITEM)
     if problem is not None:
-        raise CorruptLog(f"saga {values[1]!r}: inbox entry {values[0]!r} cannot be read "
+        raise CorruptLog(f"saga {row['saga_id']!r}: inbox entry {row['id']!r} cannot be read "
                          f"({problem})")  # fmt: skip
-    return inbox_item(values)
+    return InboxItem(*values)
 
 
-def _readable_items(rows: Sequence[Sequence[Any]]) -> list[InboxItem]:
+def _readable_items(rows: Sequence[sqlite3.Row]) -> list[InboxItem]:
     """The entries of several sagas' inboxes, but those that cannot be read.
 
     One unreadable entry must not keep a runtime from every other saga's mail: it is
@@ -118,27 +123,35 @@ def _readable_items(rows: Sequence[Sequence[Any]]) -> list[InboxItem]:
     (`SQLiteReads.inbox`, when the saga next runs) is a `CorruptLog` that parks the saga.
     """
     items = []
-    for values in rows:
+    for row in rows:
         try:
-            items.append(_inbox_item(values))
+            items.append(_inbox_item(row))
         except CorruptLog as error:
             logger.warning("%s; left out for now", error)
     return items
 
 
-def _dead_letter(values: Sequence[Any]) -> DeadLetterRow:
+def _dead_letter(row: sqlite3.Row) -> DeadLetterRow:
+    values = dead_letter_values(row)
     problem = _mistyped(values, DeadLetterRow, _DEAD_LETTER)
     if problem is not None:
-        raise CorruptLog(f"saga {values[0]!r}: dead letter {values[1]!r} cannot be read "
-                         f"({problem})")  # fmt: skip
+        raise CorruptLog(f"saga {row['saga_id']!r}: dead letter {row['event_id']!r} cannot be "
+                         f"read ({problem})")  # fmt: skip
     return DeadLetterRow(*values)
 
 
-class SQLiteReads:
-    """Every read of `SQLiteStore`; it sets ``_rconn`` and ``origin`` when it opens."""
+class SQLiteReadsHost(Protocol):
+    """What `SQLiteReads` needs of the store it is mixed into. The store sets each in its
+    ``__init__``; mypy reports a store class that leaves one out where it is instantiated."""
 
+    origin: str  # stamps this instance's inbox entries: `foreign_inbox` skips them
+    # The read connection while open (query-only; its rows are `sqlite3.Row`s), else None.
     _rconn: aiosqlite.Connection | None
-    origin: str
+
+
+class SQLiteReads(SQLiteReadsHost):
+    """Every read of `SQLiteStore` (see `SQLiteReadsHost` for what the store provides)."""
+
     _row_columns: str = ROW_COLUMNS  # an older file's reader reads missing columns as NULL
 
     @property
@@ -151,8 +164,8 @@ class SQLiteReads:
 
     async def _fetchall(
         self, sql: str, params: Sequence[Any] = (), *, what: str = "the store"
-    ) -> list[Any]:
-        """The rows of one query; ``what`` names what it reads, for errors.
+    ) -> list[sqlite3.Row]:
+        """The rows of one query, read by column name; ``what`` names what it reads.
 
         Raises:
             CorruptLog: the file is damaged where the query reads.
@@ -194,24 +207,25 @@ class SQLiteReads:
             (saga_id,),
             what=f"the log of saga {saga_id!r}",
         )
-        return [r[0] for r in rows]
+        return [r["body"] for r in rows]
 
     async def active_logs(self) -> AsyncIterator[tuple[str, list[bytes]]]:
         sql = (
             "SELECT l.saga_id, l.body FROM sagas s JOIN saga_log l ON l.saga_id = s.saga_id "
-            "WHERE s.status IN ('RUNNING', 'WAITING', 'COMPENSATING') ORDER BY l.saga_id, l.seq"
+            f"WHERE s.status IN {OPEN_SQL} ORDER BY l.saga_id, l.seq"
         )
         current: str | None = None
         bodies: list[bytes] = []
         try:
             async with self._r.execute(sql) as cur:
                 while rows := await cur.fetchmany(2000):
-                    for saga_id, body in rows:
+                    for row in rows:
+                        saga_id = row["saga_id"]
                         if saga_id != current:
                             if current is not None:
                                 yield current, bodies
                             current, bodies = saga_id, []
-                        bodies.append(body)
+                        bodies.append(row["body"])
         except (sqlite3.Error, ValueError) as error:
             where = "the logs of open sagas (tables sagas, saga_log)"
             if current is not None:
@@ -222,7 +236,8 @@ class SQLiteReads:
 
     async def inbox(self, saga_id: str) -> list[InboxItem]:
         rows = await self._fetchall(
-            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE saga_id = ? AND status = 0 ORDER BY id",
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE saga_id = ? "
+            f"AND status = {InboxState.PENDING:d} ORDER BY id",
             (saga_id,),
             what=f"the inbox of saga {saga_id!r}",
         )
@@ -230,7 +245,8 @@ class SQLiteReads:
 
     async def pending_inbox(self, kind: str) -> list[InboxItem]:
         rows = await self._fetchall(
-            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE status = 0 AND kind = ? ORDER BY id",
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE status = {InboxState.PENDING:d} "
+            "AND kind = ? ORDER BY id",
             (kind,),
             what=f"the pending {kind} entries of the inbox (table saga_inbox)",
         )
@@ -239,15 +255,16 @@ class SQLiteReads:
     async def inbox_mark(self) -> int:
         # AUTOINCREMENT ids never go back, and SQLite has one writer at a time, so ids are
         # handed out in commit order: nothing can later commit below this mark.
-        rows = await self._fetchall("SELECT max(id) FROM saga_inbox", what="the inbox")
-        return int(rows[0][0] or 0)
+        rows = await self._fetchall("SELECT max(id) AS mark FROM saga_inbox", what="the inbox")
+        return int(rows[0]["mark"] or 0)
 
     async def foreign_inbox(self, after: int) -> tuple[list[InboxItem], int]:
         mark = max(after, await self.inbox_mark())
         if mark == after:
             return [], mark
         rows = await self._fetchall(
-            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE id > ? AND id <= ? AND status = 0 "
+            f"SELECT {INBOX_COLUMNS} FROM saga_inbox WHERE id > ? AND id <= ? "
+            f"AND status = {InboxState.PENDING:d} "
             "AND origin IS NOT ? ORDER BY id",
             (after, mark, self.origin),
             what="the inbox (table saga_inbox)",
@@ -256,45 +273,48 @@ class SQLiteReads:
 
     async def stats(self) -> StoreStats:
         counts = await self._fetchall(
-            "SELECT name, status, count(*) FROM sagas GROUP BY name, status ORDER BY name, status",
+            "SELECT name, status, count(*) AS n FROM sagas GROUP BY name, status "
+            "ORDER BY name, status",
             what="the saga index (table sagas)",
         )
-        for name, status, _ in counts:
+        for row in counts:
+            name, status = row["name"], row["status"]
             if not (isinstance(name, str) and isinstance(status, str)) or (
                 _bad_text(name) or _bad_text(status)
             ):
                 raise CorruptLog(f"the saga index (table sagas) holds a name {name!r} or a "
                                  f"status {status!r} that is not text")  # fmt: skip
         oldest = await self._fetchall(
-            f"SELECT {self._row_columns} FROM sagas WHERE status = 'WAITING' "
+            f"SELECT {self._row_columns} FROM sagas WHERE status = {sql_text(WAITING)} "
             "ORDER BY updated_at, rowid LIMIT 1",
             what="the saga index (table sagas)",
         )
         return StoreStats(
-            counts=[(name, status, int(n)) for name, status, n in counts],
+            counts=[(r["name"], r["status"], int(r["n"])) for r in counts],
             oldest_waiting=_saga_row(oldest[0]) if oldest else None,
         )
 
     async def due(self, until: float) -> list[tuple[str, float]]:
         rows = await self._fetchall(
             "SELECT saga_id, wake_at FROM sagas WHERE wake_at IS NOT NULL AND wake_at <= ? "
-            "AND status IN ('RUNNING', 'WAITING', 'COMPENSATING')",
+            f"AND status IN {OPEN_SQL}",
             (until,),
             what="the deadlines of the saga index (table sagas)",
         )
         # A deadline is a cache of the saga's log: one of the wrong type is no deadline.
+        due = [(r["saga_id"], r["wake_at"]) for r in rows]
         return [
-            (r[0], r[1])
-            for r in rows
-            if isinstance(r[0], str) and not _bad_text(r[0]) and isinstance(r[1], int | float)
+            (saga_id, at)
+            for saga_id, at in due
+            if isinstance(saga_id, str) and not _bad_text(saga_id) and isinstance(at, int | float)
         ]
 
     async def dead_letters(self, saga_id: str | None, limit: int) -> list[DeadLetterRow]:
-        where = "status = 2" + (" AND saga_id = ?" if saga_id is not None else "")
+        where = f"status = {InboxState.DEAD_LETTER:d}"
+        where += " AND saga_id = ?" if saga_id is not None else ""
         params: tuple[Any, ...] = (saga_id, limit) if saga_id is not None else (limit,)
         rows = await self._fetchall(
-            "SELECT saga_id, event_id, name, key, payload, sent_at, reason FROM saga_inbox "
-            f"WHERE {where} ORDER BY id DESC LIMIT ?",
+            f"SELECT {DEAD_LETTER_COLUMNS} FROM saga_inbox WHERE {where} ORDER BY id DESC LIMIT ?",
             params,
             what="the dead letters" + ("" if saga_id is None else f" of saga {saga_id!r}"),
         )

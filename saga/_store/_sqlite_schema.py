@@ -13,6 +13,7 @@ import aiosqlite
 
 from saga._errors import NotASagaStore, SagaError, StoreError
 from saga._store._meta import MARKER, schema_version
+from saga._store._vocabulary import OPEN_SQL, InboxState
 
 __all__ = [
     "SCHEMA",
@@ -25,7 +26,8 @@ __all__ = [
 
 SCHEMA_VERSION = 3
 
-SCHEMA = """
+# Built from the store's vocabulary, byte for byte the DDL existing files were made with.
+SCHEMA = f"""
 CREATE TABLE saga_meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -48,7 +50,7 @@ CREATE TABLE sagas (
     parked BLOB
 );
 CREATE INDEX sagas_active ON sagas (status)
-    WHERE status IN ('RUNNING', 'WAITING', 'COMPENSATING');
+    WHERE status IN {OPEN_SQL};
 CREATE INDEX sagas_wake ON sagas (wake_at) WHERE wake_at IS NOT NULL;
 CREATE INDEX sagas_created ON sagas (created_at);
 
@@ -71,13 +73,13 @@ CREATE TABLE saga_inbox (
     payload BLOB NOT NULL,
     sent_at REAL NOT NULL,
     headers BLOB,
-    status INTEGER NOT NULL DEFAULT 0,
+    status INTEGER NOT NULL DEFAULT {InboxState.PENDING:d},
     reason TEXT,
     origin TEXT,
     UNIQUE (saga_id, event_id)
 );
-CREATE INDEX saga_inbox_pending ON saga_inbox (saga_id, id) WHERE status = 0;
-CREATE INDEX saga_inbox_dead ON saga_inbox (id) WHERE status = 2;
+CREATE INDEX saga_inbox_pending ON saga_inbox (saga_id, id) WHERE status = {InboxState.PENDING:d};
+CREATE INDEX saga_inbox_dead ON saga_inbox (id) WHERE status = {InboxState.DEAD_LETTER:d};
 """
 
 # Statements that bring a file from the previous version to this one.
@@ -140,13 +142,13 @@ async def check_schema(conn: aiosqlite.Connection, path: str) -> int:
         StoreError: a schema newer than this version of saga understands.
     """
     try:
-        tables = {row[0] for row in await conn.execute_fetchall(_LIST_TABLES)}
+        tables = {row["name"] for row in await conn.execute_fetchall(_LIST_TABLES)}
         if "saga_meta" not in tables:
             raise NotASagaStore(f"{path!r} is not a saga store")
         rows = await conn.execute_fetchall("SELECT key, value FROM saga_meta")
     except (sqlite3.Error, UnicodeDecodeError) as error:
         raise open_error(path, error) from error
-    return schema_version({k: v for k, v in rows}, repr(path), SCHEMA_VERSION)
+    return schema_version({r["key"]: r["value"] for r in rows}, repr(path), SCHEMA_VERSION)
 
 
 async def create_or_upgrade_schema(conn: aiosqlite.Connection, path: str) -> None:
@@ -158,13 +160,13 @@ async def create_or_upgrade_schema(conn: aiosqlite.Connection, path: str) -> Non
         StoreError: a schema newer than this version of saga understands.
     """
     try:
-        tables = {row[0] for row in await conn.execute_fetchall(_LIST_TABLES)}
+        tables = {row["name"] for row in await conn.execute_fetchall(_LIST_TABLES)}
         if tables and "saga_meta" not in tables:
             raise NotASagaStore(f"{path!r} is a SQLite database but not a saga store")
         await conn.execute_fetchall("PRAGMA journal_mode = WAL")
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            tables = {row[0] for row in await conn.execute_fetchall(_LIST_TABLES)}
+            tables = {row["name"] for row in await conn.execute_fetchall(_LIST_TABLES)}
             if not tables:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
@@ -175,7 +177,8 @@ async def create_or_upgrade_schema(conn: aiosqlite.Connection, path: str) -> Non
                 )
             else:
                 rows = await conn.execute_fetchall("SELECT key, value FROM saga_meta")
-                version = schema_version({k: v for k, v in rows}, repr(path), SCHEMA_VERSION)
+                meta = {r["key"]: r["value"] for r in rows}
+                version = schema_version(meta, repr(path), SCHEMA_VERSION)
                 for target in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in MIGRATIONS[target]:
                         await conn.execute(statement)
