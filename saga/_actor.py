@@ -23,7 +23,8 @@ from saga._definition import Event, Saga, StepContext, idempotency_key
 from saga._errors import PoisonStep
 from saga._fold import Progress, Todo
 from saga._handlers import Invocation, invoke
-from saga._info import SagaInfo, index_row
+from saga._index import index_row
+from saga._info import SagaInfo
 from saga._observer import ObserverCalls
 from saga._records import (
     Kind,

@@ -32,7 +32,8 @@ from saga._errors import (
     UnknownSaga,
 )
 from saga._fold import Progress, typed_state
-from saga._info import ErrorInfo, SagaInfo, Status, index_row, info_from_row
+from saga._index import index_row, info_from_row
+from saga._info import ErrorInfo, SagaInfo, Status
 from saga._observer import Observer, ObserverCalls
 from saga._records import Kind, Record, decode_record, encode_payload, encode_record
 from saga._replay import check_definition

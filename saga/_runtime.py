@@ -24,7 +24,8 @@ from saga._errors import CorruptLog, LeaseLost, SagaClosed, SagaExists, UnknownS
 from saga._export import SagaExport
 from saga._fold import Progress
 from saga._handle import SagaHandle
-from saga._info import DeadLetter, SagaInfo, Status, index_row
+from saga._index import dead_letter, index_row
+from saga._info import DeadLetter, SagaInfo, Status
 from saga._observer import Observer
 from saga._records import Kind, Record, decode_record, encode_payload, encode_record
 from saga._requests import encode_request
@@ -429,7 +430,7 @@ class Runtime:
             check_name(saga_id, "saga_id")
         check_limit(limit)
         rows = await self._core.store.dead_letters(saga_id, limit)
-        return [DeadLetter.from_row(row) for row in rows]
+        return [dead_letter(row) for row in rows]
 
     async def export(self, saga_id: str) -> SagaExport:
         """The saga's whole log as one self-contained document, for `saga.replay` elsewhere.

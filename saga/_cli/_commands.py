@@ -20,7 +20,8 @@ from saga._cli._timeline import entries, next_wake, waiting
 from saga._errors import CorruptLog, UnknownSaga
 from saga._export import SagaExport
 from saga._fold import Progress
-from saga._info import ErrorInfo, SagaInfo, Status, info_from_row
+from saga._index import info_from_row
+from saga._info import ErrorInfo, SagaInfo, Status
 from saga._records import Record, decode_record, decode_stored
 from saga._store import InboxItem, SagaRow, Store
 from saga._validate import MAX_LIMIT
