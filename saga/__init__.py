@@ -7,12 +7,9 @@ definitions (`Saga`, `Step`, `wait_for`, `RetryPolicy`), the `Runtime` and the `
 hooks; everything else lives in private modules.
 """
 
-from saga._definition import Event as Event
 from saga._definition import Saga as Saga
 from saga._definition import Step as Step
 from saga._definition import StepContext as StepContext
-from saga._definition import Wait as Wait
-from saga._definition import wait_for as wait_for
 from saga._errors import CorruptLog as CorruptLog
 from saga._errors import DefinitionMismatch as DefinitionMismatch
 from saga._errors import LeaseLost as LeaseLost
@@ -26,6 +23,9 @@ from saga._errors import StepTimeout as StepTimeout
 from saga._errors import StoreError as StoreError
 from saga._errors import UnknownDefinition as UnknownDefinition
 from saga._errors import UnknownSaga as UnknownSaga
+from saga._events import Event as Event
+from saga._events import Wait as Wait
+from saga._events import wait_for as wait_for
 from saga._export import SagaExport as SagaExport
 from saga._handle import SagaHandle as SagaHandle
 from saga._info import DeadLetter as DeadLetter

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from saga._definition import Event, Saga, StepContext, idempotency_key
+from saga._definition import Saga, StepContext, idempotency_key
 from saga._errors import PoisonStep
+from saga._events import Event
 from saga._fold import Progress, Todo
 from saga._handlers import Invocation, invoke
 from saga._index import index_row

@@ -1,92 +1,24 @@
-"""How users describe a saga: steps, waits, events, the handler context and the definition."""
+"""How users describe a saga: its steps, the handler context and the definition."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
 from saga._errors import StepTimeout
+from saga._events import Event, Wait
 from saga._retry import RetryPolicy
-from saga._validate import (
-    MAX_VERSION,
-    check_name,
-    check_seconds,
-)
+from saga._validate import MAX_VERSION, check_name
 
 if TYPE_CHECKING:
     from saga._observer import Observer
 
-__all__ = ["Event", "Saga", "Step", "StepContext", "Wait", "idempotency_key", "wait_for"]
+__all__ = ["Saga", "Step", "StepContext", "idempotency_key"]
 
 S = TypeVar("S", bound=msgspec.Struct)
-
-
-class Wait(msgspec.Struct, frozen=True):
-    """A step's request to continue later: on an event ``name`` (and ``key``) or a timeout.
-
-    Build it with `wait_for`. ``timeout`` is in seconds, ``None`` waits forever.
-    """
-
-    name: str
-    key: str | None = None
-    timeout: float | None = None
-
-    def matches(self, name: str, key: str | None) -> bool:
-        """Whether an event with this ``name`` and ``key`` satisfies the wait."""
-        return name == self.name and (self.key is None or key == self.key)
-
-
-def wait_for(
-    name: str, *, key: str | None = None, timeout: float | timedelta | None = None
-) -> Wait:
-    """Return this from a handler to wait, durably, for an event or a timeout.
-
-    Args:
-        name: the event name to wait for.
-        key: if given, only an event sent with this key matches.
-        timeout: seconds (or a ``timedelta``) until ``on_timeout`` runs instead, more than
-            0 and at most 100 years; ``None`` waits forever. The deadline survives restarts.
-
-    Returns:
-        A `Wait`, to be returned by ``run``, ``on_event``, ``on_timeout``, ``compensate``
-        or ``on_compensation_event``.
-
-    Raises:
-        ValueError: a bad name or key (empty, too long, control characters, a lone
-            surrogate: what ``send`` refuses could never match), or a timeout that is NaN,
-            infinite, not positive or over 100 years.
-        TypeError: a name or key that is not a string, a timeout that is not a number.
-    """
-    check_name(name, "event name")
-    if key is not None:
-        check_name(key, "event key")
-    seconds: float | None = None
-    if isinstance(timeout, timedelta):
-        seconds = check_seconds(timeout.total_seconds(), "timeout", positive=True)
-    elif timeout is not None:
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool):
-            kind = type(timeout).__name__
-            raise TypeError(f"timeout must be seconds or a timedelta, got {kind}")
-        seconds = check_seconds(timeout, "timeout", positive=True)
-    return Wait(name=name, key=key, timeout=seconds)
-
-
-class Event(msgspec.Struct, frozen=True):
-    """An event delivered to a waiting step. ``payload`` is decoded to plain values.
-
-    ``headers`` holds the trace context that was current when the event was sent (W3C
-    ``traceparent``/``tracestate``, through OpenTelemetry's global propagator), if any.
-    """
-
-    name: str
-    payload: Any
-    key: str | None
-    event_id: str
-    headers: dict[str, str] = {}
 
 
 def idempotency_key(saga_id: str, step: str, compensating: bool) -> str:

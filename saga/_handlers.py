@@ -13,8 +13,9 @@ from typing import Any
 import msgspec
 
 from saga._clock import Clock
-from saga._definition import Event, Step, StepContext, Wait
+from saga._definition import Step, StepContext
 from saga._errors import PayloadTooLarge, StepTimeout
+from saga._events import Event, Wait
 from saga._fold import Handler
 from saga._info import ErrorInfo
 from saga._observer import ObserverCalls, StepOutcome

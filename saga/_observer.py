@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from saga._definition import StepContext, Wait
+from saga._definition import StepContext
+from saga._events import Wait
 from saga._info import SagaInfo
 from saga._records import Record
 
