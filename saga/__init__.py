@@ -1,12 +1,29 @@
 """saga: durable sagas for asyncio services.
 
-Layers, bottom up: the log's records (`Record`) and the fold that turns a log into a
-saga's condition (`replay`); the stores that keep logs, inboxes and deadlines; the actors
-that drive one saga each; and the `Runtime` that owns them all. Users touch the
-definitions (`Saga`, `Step`, `wait_for`, `RetryPolicy`), the `Runtime` and the `Observer`
-hooks; everything else lives in private modules.
+Layers, bottom up: the log's records (`Record`, whose `RecordKind` says what happened and
+whose typed `Record.body` says the rest: `StepStarted`, `StepFailed`, ...) and the fold
+that turns a log into a saga's condition (`replay`); the stores that keep logs, inboxes
+and deadlines; the actors that drive one saga each; and the `Runtime` that owns them all.
+Users touch the definitions (`Saga`, `Step`, `wait_for`, `RetryPolicy`), the `Runtime`
+and the `Observer` hooks; everything else lives in private modules.
 """
 
+from saga._bodies import AbortRequested as AbortRequested
+from saga._bodies import CompensationStarted as CompensationStarted
+from saga._bodies import EventDelivered as EventDelivered
+from saga._bodies import RecordBody as RecordBody
+from saga._bodies import RecordKind as RecordKind
+from saga._bodies import SagaCompensated as SagaCompensated
+from saga._bodies import SagaCompleted as SagaCompleted
+from saga._bodies import SagaFailed as SagaFailed
+from saga._bodies import SagaResumed as SagaResumed
+from saga._bodies import SagaStarted as SagaStarted
+from saga._bodies import StepBody as StepBody
+from saga._bodies import StepCompleted as StepCompleted
+from saga._bodies import StepFailed as StepFailed
+from saga._bodies import StepStarted as StepStarted
+from saga._bodies import StepWaiting as StepWaiting
+from saga._bodies import WaitTimedOut as WaitTimedOut
 from saga._definition import Saga as Saga
 from saga._definition import Step as Step
 from saga._definition import StepContext as StepContext
@@ -40,35 +57,51 @@ from saga._retry import RetryPolicy as RetryPolicy
 from saga._runtime import Runtime as Runtime
 
 __all__ = [
+    "AbortRequested",
+    "CompensationStarted",
     "CorruptLog",
     "DeadLetter",
     "DefinitionMismatch",
     "ErrorInfo",
     "Event",
+    "EventDelivered",
     "LeaseLost",
     "NotASagaStore",
     "Observer",
     "PayloadTooLarge",
     "PoisonStep",
     "Record",
+    "RecordBody",
+    "RecordKind",
     "RetryPolicy",
     "Runtime",
     "Saga",
     "SagaClosed",
+    "SagaCompensated",
+    "SagaCompleted",
     "SagaError",
     "SagaExists",
     "SagaExport",
+    "SagaFailed",
     "SagaHandle",
     "SagaInfo",
+    "SagaResumed",
+    "SagaStarted",
     "Status",
     "Step",
+    "StepBody",
+    "StepCompleted",
     "StepContext",
+    "StepFailed",
     "StepOutcome",
+    "StepStarted",
     "StepTimeout",
+    "StepWaiting",
     "StoreError",
     "UnknownDefinition",
     "UnknownSaga",
     "Wait",
+    "WaitTimedOut",
     "replay",
     "wait_for",
 ]

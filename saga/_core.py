@@ -20,6 +20,7 @@ import anyio.abc
 import msgspec
 
 from saga._actor import Actor, Close, Message, Refresh, Wake
+from saga._bodies import SagaResumed
 from saga._clock import Clock
 from saga._definition import Saga
 from saga._errors import (
@@ -35,7 +36,7 @@ from saga._fold import Progress, typed_state
 from saga._index import index_row, info_from_row
 from saga._info import ErrorInfo, SagaInfo, Status
 from saga._observer import Observer, ObserverCalls
-from saga._records import Kind, Record, decode_record, encode_payload, encode_record
+from saga._records import decode_record, encode_payload, encode_record, new_record
 from saga._replay import check_definition
 from saga._store import Append, InboxItem, InboxKind, SagaRow, Store
 from saga._store._base import CLAIM_BATCH
@@ -201,8 +202,8 @@ class Core:
         if progress.status is not Status.FAILED:
             return False
         definition = self.definition_for(progress)
-        record = Record(seq=progress.seq + 1, kind=Kind.SAGA_RESUMED, at=self.clock.now(),
-                        step=progress.step, data={"reason": reason, "by": by})  # fmt: skip
+        record = new_record(SagaResumed(reason=reason, by=by), seq=progress.seq + 1,
+                            at=self.clock.now(), step=progress.step)  # fmt: skip
         progress.apply(record)
         state = encode_payload(progress.state, "state", math.inf)  # type: ignore[arg-type]
         consumed = [request] if request is not None else []

@@ -44,7 +44,7 @@ class Observer:
     ) -> Mapping[str, str] | None:
         """Called by ``runtime.start`` in the caller's task, before ``saga_started`` is written.
 
-        Return string pairs to record in the saga's log (``saga_started.data["annotations"]``);
+        Return string pairs to record in the saga's log (``SagaStarted.annotations``);
         they come back as ``ctx.annotations`` and ``info.annotations`` in every process, after
         any restart. A tracer records its saga span's context here.
         """

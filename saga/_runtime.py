@@ -17,6 +17,7 @@ import msgspec
 from opentelemetry import propagate
 
 from saga._actor import Actor
+from saga._bodies import SagaStarted
 from saga._clock import Clock, SystemClock
 from saga._core import Core
 from saga._definition import Saga
@@ -27,7 +28,7 @@ from saga._handle import SagaHandle
 from saga._index import dead_letter, index_row
 from saga._info import DeadLetter, SagaInfo, Status
 from saga._observer import Observer
-from saga._records import Kind, Record, decode_record, encode_payload, encode_record
+from saga._records import Record, decode_record, encode_payload, encode_record, new_record
 from saga._requests import encode_request
 from saga._store import InboxItem, InboxKind, SagaRow, SendResult, Store, open_store
 from saga._validate import (
@@ -201,10 +202,7 @@ class Runtime:
         saga_id = uuid.uuid4().hex if saga_id is None else check_name(saga_id, "saga_id")
         encoded = encode_payload(state, "state", self._core.max_payload_bytes)
         calls = self._core.observers_for(definition)
-        data = {
-            "saga_id": saga_id, "name": definition.name, "version": definition.version,
-            "steps": list(definition.step_names), "state": msgspec.Raw(encoded),
-        }  # fmt: skip
+        annotations: dict[str, str] = {}
         if calls:
             # A repeated start must not make observers emit anything (e.g. a stray span).
             # A random id is new: only a given one needs the look.
@@ -212,11 +210,12 @@ class Runtime:
             if known is not None:
                 return self._existing(definition, known)
             annotations = await calls.on_start(saga_id, definition.name, definition.version)
-            if annotations:
-                data["annotations"] = annotations
+        started = SagaStarted(saga_id=saga_id, name=definition.name, version=definition.version,
+                              steps=list(definition.step_names), state=msgspec.Raw(encoded),
+                              annotations=annotations)  # fmt: skip
         for attempt in range(_START_ATTEMPTS):
             now = self._core.clock.now()
-            first = Record(seq=1, kind=Kind.SAGA_STARTED, at=now, step=None, data=data)
+            first = new_record(started, seq=1, at=now, step=None)
             progress = Progress(first)
             actor = Actor(self._core, saga_id, progress)
             try:
