@@ -55,7 +55,10 @@ class RecordKind(enum.StrEnum):
     SAGA_RESUMED = "saga_resumed"
 
 
-class RecordBody(msgspec.Struct, frozen=True, kw_only=True):
+# gc=False: a body holds plain values, never anything that refers back to it, so it cannot
+# be part of a reference cycle; recovery decodes one per record, and untracked they cost
+# the collector nothing.
+class RecordBody(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The typed body of a record (`Record.body`); one subclass per `RecordKind`.
 
     ``kind`` is the kind's string. A field with a default may be missing from an old
