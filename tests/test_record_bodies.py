@@ -205,3 +205,17 @@ async def test_observers_and_history_read_the_same_typed_bodies() -> None:
     delivered = seen.seen[3][1]
     assert isinstance(delivered, saga.EventDelivered)
     assert (delivered.event.name, delivered.event.payload) == ("go", 10)
+
+
+def test_the_timeline_reads_bodies_and_shows_what_does_not_decode_as_stored() -> None:
+    from saga._cli._timeline import entries
+
+    first = saga.Record(seq=1, kind="saga_started", at=T0, data=FORMAT_1["saga_started"])
+    failed = saga.Record(seq=2, kind="step_failed", at=T0 + 1, step="A",
+                         data=FORMAT_1["step_failed"])  # fmt: skip
+    odd = saga.Record(seq=3, kind="step_started", at=T0 + 2, step="A", data={"attempt": "x"})
+    shown = entries([first, failed, odd])
+    assert [(e.direction, e.attempt) for e in shown] == [(None, None), ("forward", 2), (None, None)]
+    assert shown[0].what == "started trip v2; steps: A, B"
+    assert shown[1].what == "failed: Declined: no; retry at +4.000s"
+    assert shown[2].what == 'step_started {"attempt": "x"}'

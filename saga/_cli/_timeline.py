@@ -70,8 +70,9 @@ def entries(records: Sequence[Record]) -> list[Entry]:
     for record in records:
         try:
             body: RecordBody | None = record.body
-        except CorruptLog:
+        except CorruptLog:  # shown as stored
             body = None
+        what = f"{record.kind} {show_json(record.data)}" if body is None else _what(body, start)
         direction = None
         if isinstance(body, StepBody):
             direction = "compensating" if body.compensating else "forward"
@@ -87,9 +88,7 @@ def entries(records: Sequence[Record]) -> list[Entry]:
                 step=record.step,
                 direction=direction,
                 attempt=attempt,
-                what=f"{record.kind} {show_json(record.data)}"
-                if body is None
-                else _what(body, start),
+                what=what,
             )
         )
     return out
