@@ -57,7 +57,10 @@ class Observer:
         """Called right after a handler returns or raises, before its outcome is committed."""
 
     async def on_transition(self, record: Record, info: SagaInfo) -> None:
-        """Called once per committed record, with the saga's summary right after it."""
+        """Called once per committed record, with the saga's summary right after it.
+
+        ``record.body`` holds the record's details, typed by its kind (`StepFailed`, ...).
+        """
 
 
 class ObserverCalls:
