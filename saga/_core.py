@@ -36,7 +36,7 @@ from saga._fold import Progress, typed_state
 from saga._index import index_row, info_from_row
 from saga._info import ErrorInfo, SagaInfo, Status
 from saga._observer import Observer, ObserverCalls
-from saga._records import decode_record, encode_payload, encode_record, new_record
+from saga._records import decode_stored_record, encode_payload, encode_record, new_record
 from saga._replay import check_definition
 from saga._store import Append, InboxItem, InboxKind, SagaRow, Store
 from saga._store._base import CLAIM_BATCH
@@ -62,7 +62,7 @@ class Finished:
 def fold_log(saga_id: str, bodies: list[bytes]) -> Progress:
     """Decode and fold a saga's stored log. Raises `CorruptLog` naming the saga."""
     try:
-        return Progress.from_records([decode_record(body) for body in bodies])
+        return Progress.from_records([decode_stored_record(body) for body in bodies])
     except CorruptLog as error:
         raise CorruptLog(f"the log of saga {saga_id!r} cannot be used: {error}") from None
 

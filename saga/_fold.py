@@ -8,7 +8,7 @@ reads a clock or touches the store, so live runs, recovery and replay cannot dis
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import msgspec
 
@@ -33,9 +33,12 @@ from saga._bodies import (
 from saga._errors import CorruptLog
 from saga._events import Event, Wait
 from saga._info import ErrorInfo, SagaInfo, Status
-from saga._records import Record, decode_payload
+from saga._records import Record, StoredRecord, decode_payload
 
-__all__ = ["Handler", "Progress"]
+__all__ = ["Folded", "Handler", "Progress"]
+
+Folded: TypeAlias = Record | StoredRecord
+"""What the fold reads: a `Record`, or a `StoredRecord` where nobody sees the records."""
 
 
 class Handler:
@@ -62,7 +65,7 @@ class Todo:
 class Progress:
     """Everything the log says about one saga, after the records applied so far."""
 
-    def __init__(self, first: Record) -> None:
+    def __init__(self, first: Folded) -> None:
         if first.seq != 1 or first.kind != RecordKind.SAGA_STARTED:
             raise CorruptLog(f"a log must open with saga_started at seq 1, got {first.kind!r}")
         started = first.body
@@ -98,7 +101,7 @@ class Progress:
         self.failed_step: str | None = None
 
     @classmethod
-    def from_records(cls, records: Sequence[Record]) -> Progress:
+    def from_records(cls, records: Sequence[Folded]) -> Progress:
         """Fold a whole log. Raises `CorruptLog` on an empty or inconsistent log."""
         if not records:
             raise CorruptLog("the log is empty")
@@ -180,11 +183,11 @@ class Progress:
 
     # -- the fold ---------------------------------------------------------------------------
 
-    def apply(self, record: Record) -> None:
+    def apply(self, record: Folded) -> None:
         """Advance by one record. Raises `CorruptLog` if it cannot follow what came before.
 
-        The record's body is decoded once (`Record.body`); a record the actor built carries
-        the body it was built from.
+        The record's body is decoded once (`Record.body`; a record the actor built carries
+        the body it was built from); recovery folds `StoredRecord`s, typed from the bytes.
         """
         if record.seq != self.seq + 1:
             raise CorruptLog(f"record seq {record.seq} follows seq {self.seq}")
@@ -201,7 +204,7 @@ class Progress:
         self.seq = record.seq
         self.updated_at = record.at
 
-    def _check_step(self, record: Record, body: StepBody) -> None:
+    def _check_step(self, record: Folded, body: StepBody) -> None:
         if record.step != self.step or record.step is None:
             raise CorruptLog(
                 f"{record.kind} at seq {record.seq} names step {record.step!r}, "
@@ -213,7 +216,7 @@ class Progress:
     def _active_status(self) -> Status:
         return Status.COMPENSATING if self.compensating else Status.RUNNING
 
-    def _step_started(self, record: Record, body: StepStarted) -> None:
+    def _step_started(self, record: Folded, body: StepStarted) -> None:
         self._check_step(record, body)
         handler = body.handler
         if handler not in Handler.ALL:
@@ -228,7 +231,7 @@ class Progress:
             self.started.add(record.step)  # type: ignore[arg-type]
         self.status = self._active_status()
 
-    def _step_waiting(self, record: Record, body: StepWaiting) -> None:
+    def _step_waiting(self, record: Folded, body: StepWaiting) -> None:
         self._check_step(record, body)
         self.in_flight = False
         self.handler = None
@@ -238,7 +241,7 @@ class Progress:
         self.deadline = body.deadline
         self.status = Status.COMPENSATING if self.compensating else Status.WAITING
 
-    def _event_delivered(self, record: Record, body: EventDelivered) -> None:
+    def _event_delivered(self, record: Folded, body: EventDelivered) -> None:
         self._check_step(record, body)
         if self.wait is None:
             raise ValueError("no wait to deliver to")
@@ -248,7 +251,7 @@ class Progress:
         self.attempt = 1
         self.status = self._active_status()
 
-    def _wait_timed_out(self, record: Record, body: WaitTimedOut) -> None:
+    def _wait_timed_out(self, record: Folded, body: WaitTimedOut) -> None:
         self._check_step(record, body)
         if self.wait is None:
             raise ValueError("no wait to time out")
@@ -258,7 +261,7 @@ class Progress:
         self.attempt = 1
         self.status = self._active_status()
 
-    def _step_completed(self, record: Record, body: StepCompleted) -> None:
+    def _step_completed(self, record: Folded, body: StepCompleted) -> None:
         self._check_step(record, body)
         self.in_flight = False
         self.event = None
@@ -277,7 +280,7 @@ class Progress:
             self.todo = None if more else Todo.COMPLETE
         self.status = self._active_status()
 
-    def _step_failed(self, record: Record, body: StepFailed) -> None:
+    def _step_failed(self, record: Folded, body: StepFailed) -> None:
         self._check_step(record, body)
         self.in_flight = False
         if body.final:
@@ -296,7 +299,7 @@ class Progress:
             self.retry_at = body.retry_at
         self.status = self._active_status()
 
-    def _abort_requested(self, record: Record, body: AbortRequested) -> None:
+    def _abort_requested(self, record: Folded, body: AbortRequested) -> None:
         if not body.effective:
             return
         if not self.can_abort:
@@ -311,7 +314,7 @@ class Progress:
         self.event = None
         self.todo = Todo.COMPENSATE
 
-    def _compensation_started(self, record: Record, body: CompensationStarted) -> None:
+    def _compensation_started(self, record: Folded, body: CompensationStarted) -> None:
         if self.todo != Todo.COMPENSATE:
             raise ValueError("compensation_started without a failure or abort")
         queue = list(body.steps)
@@ -326,25 +329,25 @@ class Progress:
         self.attempt = 1
         self.status = Status.COMPENSATING
 
-    def _saga_completed(self, record: Record, body: SagaCompleted) -> None:
+    def _saga_completed(self, record: Folded, body: SagaCompleted) -> None:
         if self.todo != Todo.COMPLETE:
             raise ValueError("saga_completed before every step completed")
         self.todo = None
         self.status = Status.COMPLETED
 
-    def _saga_compensated(self, record: Record, body: SagaCompensated) -> None:
+    def _saga_compensated(self, record: Folded, body: SagaCompensated) -> None:
         if self.todo != Todo.COMPENSATED:
             raise ValueError("saga_compensated before every compensation ran")
         self.todo = None
         self.status = Status.COMPENSATED
 
-    def _saga_failed(self, record: Record, body: SagaFailed) -> None:
+    def _saga_failed(self, record: Folded, body: SagaFailed) -> None:
         if self.todo != Todo.FAIL:
             raise ValueError("saga_failed without a failed compensation")
         self.todo = None
         self.status = Status.FAILED
 
-    def _saga_resumed(self, record: Record, body: SagaResumed) -> None:
+    def _saga_resumed(self, record: Folded, body: SagaResumed) -> None:
         if self.status is not Status.FAILED:
             raise ValueError("saga_resumed on a saga that is not FAILED")
         self.status = Status.COMPENSATING
@@ -359,7 +362,7 @@ class Progress:
 
 
 # How each body moves the fold (saga_started opens it: `Progress.__init__`).
-_APPLY: dict[type[RecordBody], Callable[[Progress, Record, Any], None]] = {
+_APPLY: dict[type[RecordBody], Callable[[Progress, Any, Any], None]] = {
     StepStarted: Progress._step_started,
     StepWaiting: Progress._step_waiting,
     EventDelivered: Progress._event_delivered,

@@ -8,6 +8,7 @@ without changing a byte on disk.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -15,7 +16,15 @@ import pytest
 
 import saga
 from saga._bodies import BODIES
-from saga._records import decode_body, encode_record, new_record, plain_record
+from saga._fold import Progress
+from saga._records import (
+    decode_body,
+    decode_record,
+    decode_stored_record,
+    encode_record,
+    new_record,
+    plain_record,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -147,6 +156,37 @@ def test_data_that_does_not_fit_its_kind_is_corrupt_log(
     with pytest.raises(saga.CorruptLog, match=message):
         _ = record.body
     assert record.data == data  # the record itself still reads as stored
+
+
+@pytest.mark.parametrize("kind", list(FORMAT_1))
+def test_a_stored_record_reads_the_same_body_straight_from_its_bytes(kind: str) -> None:
+    record = record_of(kind, FORMAT_1[kind])
+    stored = decode_stored_record(encode_record(record))
+    assert (stored.seq, stored.kind, stored.at, stored.step) == (2, kind, T0, "A")
+    assert stored.body == record.body
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [("teleported", {}), ("step_started", {"attempt": 1}), ("saga_started", {"steps": [1]})],
+    ids=["unknown-kind", "missing-field", "wrong-type"],
+)
+def test_a_stored_record_that_does_not_fit_is_corrupt_log(kind: str, data: dict[str, Any]) -> None:
+    stored = decode_stored_record(encode_record(record_of(kind, data)))
+    with pytest.raises(saga.CorruptLog, match=f"{kind}.* at seq 2"):
+        _ = stored.body
+
+
+def test_recovery_and_replay_fold_the_pinned_log_alike() -> None:
+    sample = Path(__file__).parent / "data" / "log_v1.msgpack"
+    bodies = msgspec.msgpack.decode(sample.read_bytes(), type=list[bytes])
+    for end in range(1, len(bodies) + 1):
+        stored = Progress.from_records([decode_stored_record(b) for b in bodies[:end]])
+        replayed = Progress.from_records([decode_record(b) for b in bodies[:end]])
+        assert stored.info() == replayed.info()
+        assert (stored.wait, stored.deadline, stored.event) == (
+            replayed.wait, replayed.deadline, replayed.event,
+        )  # fmt: skip
 
 
 def test_a_built_record_keeps_its_body_and_observers_get_plain_values() -> None:
