@@ -96,21 +96,20 @@ async def payment_provider(runtime: saga.Runtime) -> None:
 
 
 def detail(record: saga.Record) -> str:
-    """The one thing worth knowing about a record."""
-    data = record.data
-    if record.kind == "step_started":
-        return f"{data['handler']} (attempt {data['attempt']})"
-    if record.kind == "step_waiting":
-        return f"waits for {data['event']!r}, timeout {data['timeout']} s"
-    if record.kind == "event_delivered":
-        return f"payload {data['event']['payload']}"
-    if record.kind == "step_failed":
-        return f"{data['error']['type']}: {data['error']['message']}"
-    if record.kind == "compensation_started":
-        return f"undo {', '.join(data['steps'])}"
-    if record.kind in ("saga_started", "step_completed"):
-        state = data["state"]
-        return "state: " + ", ".join(f"{k}={v!r}" for k, v in state.items() if k != "trip_id")
+    """The one thing worth knowing about a record, read from its typed body."""
+    match record.body:
+        case saga.StepStarted(handler=handler, attempt=attempt):
+            return f"{handler} (attempt {attempt})"
+        case saga.StepWaiting(event=event, timeout=timeout):
+            return f"waits for {event!r}, timeout {timeout} s"
+        case saga.EventDelivered(event=event):
+            return f"payload {event.payload}"
+        case saga.StepFailed(error=error):
+            return str(error)
+        case saga.CompensationStarted(steps=steps):
+            return f"undo {', '.join(steps)}"
+        case saga.SagaStarted(state=state) | saga.StepCompleted(state=state):
+            return "state: " + ", ".join(f"{k}={v!r}" for k, v in state.items() if k != "trip_id")
     return ""
 
 
@@ -121,7 +120,7 @@ async def print_timeline(runtime: saga.Runtime, handle: saga.SagaHandle) -> None
     print(f"  seq  time  {'kind':<25} {'step':<12} detail")
     records = await runtime.history(info.saga_id)  # the saga's log, in order
     for r in records:
-        direction = "undo" if r.data.get("compensating") else ""
+        direction = "undo" if isinstance(r.body, saga.StepBody) and r.body.compensating else ""
         line = (f"  {r.seq:>2} {r.at - records[0].at:5.2f}s  {r.kind:<20} {direction:<4} "
                 f"{r.step or '':<12} {detail(r)}")  # fmt: skip
         print(line.rstrip())

@@ -5,14 +5,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from saga import Observer, Record, SagaInfo
+from saga import (
+    CompensationStarted,
+    Observer,
+    Record,
+    RecordKind,
+    SagaFailed,
+    SagaInfo,
+    StepFailed,
+    StepStarted,
+)
 
 __all__ = ["LoggingObserver"]
 
-_LEVELS = {
-    "step_failed": logging.WARNING,
-    "compensation_started": logging.WARNING,
-    "saga_failed": logging.ERROR,
+_LEVELS: dict[str, int] = {
+    RecordKind.STEP_FAILED: logging.WARNING,
+    RecordKind.COMPENSATION_STARTED: logging.WARNING,
+    RecordKind.SAGA_FAILED: logging.ERROR,
 }
 
 
@@ -38,6 +47,7 @@ class LoggingObserver(Observer):
         level = _LEVELS.get(record.kind, logging.INFO)
         if not self.logger.isEnabledFor(level):
             return
+        body = record.body
         error = _error(record, info)
         fields: dict[str, Any] = {
             "saga_id": info.saga_id,
@@ -47,7 +57,7 @@ class LoggingObserver(Observer):
             "saga_kind": record.kind,
             "saga_step": record.step,
             "saga_status": info.status.value,
-            "saga_attempt": record.data.get("attempt"),
+            "saga_attempt": body.attempt if isinstance(body, StepStarted | StepFailed) else None,
             "saga_error": error,
         }
         message = "saga %s seq=%d %s step=%s status=%s"
@@ -59,9 +69,9 @@ class LoggingObserver(Observer):
 
 
 def _error(record: Record, info: SagaInfo) -> str | None:
-    error = record.data.get("error")
-    if isinstance(error, dict) and "type" in error:
-        return f"{error['type']}: {error.get('message', '')}"
-    if record.kind in ("saga_failed", "compensation_started") and info.error is not None:
-        return str(info.error)
-    return None
+    """The error a record reports: its own, else (compensation, failure) the saga's."""
+    body = record.body
+    if not isinstance(body, StepFailed | CompensationStarted | SagaFailed):
+        return None
+    error = body.error or info.error
+    return None if error is None else str(error)

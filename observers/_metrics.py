@@ -16,15 +16,29 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.util.types import AttributeValue
 
 from observers._context import SCOPE
-from saga import Observer, Record, SagaInfo, Status, StepContext, StepOutcome
+from saga import (
+    AbortRequested,
+    EventDelivered,
+    Observer,
+    Record,
+    SagaCompensated,
+    SagaCompleted,
+    SagaFailed,
+    SagaInfo,
+    SagaStarted,
+    Status,
+    StepContext,
+    StepFailed,
+    StepOutcome,
+    StepStarted,
+    StepWaiting,
+    WaitTimedOut,
+)
 
 __all__ = ["MetricsObserver"]
 
-_ENDED = {
-    "saga_completed": Status.COMPLETED,
-    "saga_compensated": Status.COMPENSATED,
-    "saga_failed": Status.FAILED,
-}
+_ENDED = {SagaCompleted: Status.COMPLETED, SagaCompensated: Status.COMPENSATED,
+          SagaFailed: Status.FAILED}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -117,38 +131,38 @@ class MetricsObserver(Observer):
 
     async def on_transition(self, record: Record, info: SagaInfo) -> None:
         """Count what the record says happened."""
-        kind, data = record.kind, record.data
+        body = record.body
         name = {"saga.name": info.name}
-        if kind == "saga_started":
-            self._started.add(1, name)
-        elif kind == "step_started":
-            self._attempts.add(1, _step(info.name, record.step, data.get("compensating")))
-        elif kind == "step_failed":
-            attributes = _step(info.name, record.step, data.get("compensating"))
-            error = data.get("error")
-            if isinstance(error, dict) and error.get("type"):
-                attributes["error.type"] = str(error["type"])
-            self._failures.add(1, attributes)
-        elif kind == "step_waiting":
-            self._waiting.add(1, name)
-        elif kind in ("event_delivered", "wait_timed_out"):
-            self._waiting.add(-1, name)
-            if kind == "event_delivered":
-                self._delivered.add(1, name)
-        elif kind == "abort_requested":
-            # An effective abort leaves the status as it was until compensation starts:
-            # still WAITING here means the abort ended a wait.
-            if data.get("effective") and info.status is Status.WAITING:
+        match body:
+            case SagaStarted():
+                self._started.add(1, name)
+            case StepStarted():
+                self._attempts.add(1, _step(info.name, record.step, body.compensating))
+            case StepFailed():
+                attributes = _step(info.name, record.step, body.compensating)
+                if body.error.type:
+                    attributes["error.type"] = body.error.type
+                self._failures.add(1, attributes)
+            case StepWaiting():
+                self._waiting.add(1, name)
+            case EventDelivered():
                 self._waiting.add(-1, name)
-        elif kind in _ENDED:
-            self._timings.pop(info.saga_id, None)
-            self._ended[_ENDED[kind]].add(1, name)
-            dead = data.get("dead_letters")
-            if dead:
-                self._dead.add(int(dead), name)
+                self._delivered.add(1, name)
+            case WaitTimedOut():
+                self._waiting.add(-1, name)
+            case AbortRequested():
+                # An effective abort leaves the status as it was until compensation starts:
+                # still WAITING here means the abort ended a wait.
+                if body.effective and info.status is Status.WAITING:
+                    self._waiting.add(-1, name)
+            case SagaCompleted() | SagaCompensated() | SagaFailed():
+                self._timings.pop(info.saga_id, None)
+                self._ended[_ENDED[type(body)]].add(1, name)
+                if body.dead_letters:
+                    self._dead.add(body.dead_letters, name)
 
 
-def _step(saga_name: str, step: str | None, compensating: Any) -> dict[str, AttributeValue]:
+def _step(saga_name: str, step: str | None, compensating: bool) -> dict[str, AttributeValue]:
     return {
         "saga.name": saga_name,
         "saga.step": step or "",

@@ -5,13 +5,9 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
-
-if TYPE_CHECKING:
-    from observers._state import StateChange
 
 __all__ = ["JsonLinesSink"]
 
@@ -40,8 +36,8 @@ class JsonLinesSink:
     def __repr__(self) -> str:
         return f"JsonLinesSink({str(self.path)!r})"
 
-    async def __call__(self, change: StateChange) -> None:
-        """Append ``change``; returns once its line is written.
+    async def __call__(self, change: msgspec.Struct) -> None:
+        """Append ``change`` (a `StateChange`, or any Struct); returns once its line is written.
 
         Raises:
             TypeError: the change's state cannot be encoded to JSON.

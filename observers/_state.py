@@ -16,7 +16,26 @@ from typing import Any, TypeAlias
 import msgspec
 
 from observers._sinks import JsonLinesSink
-from saga import Observer, Record, SagaInfo, Status, StepContext
+from saga import (
+    AbortRequested,
+    CompensationStarted,
+    EventDelivered,
+    Observer,
+    Record,
+    RecordBody,
+    SagaCompensated,
+    SagaCompleted,
+    SagaFailed,
+    SagaInfo,
+    SagaResumed,
+    SagaStarted,
+    Status,
+    StepCompleted,
+    StepContext,
+    StepFailed,
+    StepWaiting,
+    WaitTimedOut,
+)
 
 __all__ = ["StateChange", "StateChangeRecorder", "StateChangeSink"]
 
@@ -54,15 +73,6 @@ StateChangeSink: TypeAlias = (
 )
 """Where a `StateChangeRecorder` sends its records: a sync or async callable."""
 
-# The status before a record of these kinds, which the kind alone fixes.
-_FROM_FIXED = {
-    "saga_completed": Status.RUNNING,
-    "saga_compensated": Status.COMPENSATING,
-    "saga_failed": Status.COMPENSATING,
-    "saga_resumed": Status.FAILED,
-}
-_CARRY_STATE = {"step_completed", "step_waiting"}
-
 
 @dataclass(slots=True)
 class _Before:
@@ -99,17 +109,14 @@ class StateChangeRecorder(Observer):
 
     async def on_transition(self, record: Record, info: SagaInfo) -> None:
         """Send a `StateChange` if this record changed the saga's status or state."""
-        before = self._from_status(record, info)
-        changed = record.kind == "saga_started" or before != info.status
-        if record.kind in _CARRY_STATE:
+        body = record.body
+        before = self._from_status(body, info)
+        changed = isinstance(body, SagaStarted) or before != info.status
+        if isinstance(body, StepCompleted | StepWaiting):  # they carry the saved state
             started = self._before.pop(info.saga_id, None)
-            if (
-                started is None
-                or started.ctx.step != record.step
-                or started.state != record.data.get("state")
-            ):
+            if started is None or started.ctx.step != record.step or started.state != body.state:
                 changed = True
-        elif record.kind == "step_failed":
+        elif isinstance(body, StepFailed):
             self._before.pop(info.saga_id, None)  # the handler's changes were discarded
         if info.status.terminal:
             self._before.pop(info.saga_id, None)
@@ -131,28 +138,31 @@ class StateChangeRecorder(Observer):
         if inspect.isawaitable(result):
             await result
 
-    def _from_status(self, record: Record, info: SagaInfo) -> Status | None:
-        kind = record.kind
-        compensating = bool(record.data.get("compensating"))
-        if kind == "saga_started":
-            return None
-        fixed = _FROM_FIXED.get(kind)
-        if fixed is not None:
-            return fixed
-        if kind == "step_waiting":
-            return Status.COMPENSATING if compensating else Status.RUNNING
-        if kind in ("event_delivered", "wait_timed_out"):
-            return Status.COMPENSATING if compensating else Status.WAITING
-        if kind == "abort_requested":
-            # The abort leaves the status alone; compensation_started, next in the same
-            # commit, moves it on: from WAITING if the abort ended a wait.
-            if record.data.get("effective") and info.status is Status.WAITING:
-                self._aborted_wait.add(info.saga_id)
-            return info.status
-        if kind == "compensation_started":
-            if info.saga_id in self._aborted_wait:
-                self._aborted_wait.discard(info.saga_id)
-                return Status.WAITING
-            return Status.RUNNING
+    def _from_status(self, body: RecordBody, info: SagaInfo) -> Status | None:
+        """The status before the record: its kind alone fixes it, but for an abort's."""
+        match body:
+            case SagaStarted():
+                return None
+            case SagaCompleted():
+                return Status.RUNNING
+            case SagaCompensated() | SagaFailed():
+                return Status.COMPENSATING
+            case SagaResumed():
+                return Status.FAILED
+            case StepWaiting():
+                return Status.COMPENSATING if body.compensating else Status.RUNNING
+            case EventDelivered() | WaitTimedOut():
+                return Status.COMPENSATING if body.compensating else Status.WAITING
+            case AbortRequested():
+                # The abort leaves the status alone; compensation_started, next in the same
+                # commit, moves it on: from WAITING if the abort ended a wait.
+                if body.effective and info.status is Status.WAITING:
+                    self._aborted_wait.add(info.saga_id)
+                return info.status
+            case CompensationStarted():
+                if info.saga_id in self._aborted_wait:
+                    self._aborted_wait.discard(info.saga_id)
+                    return Status.WAITING
+                return Status.RUNNING
         # step_started, step_completed, step_failed and kinds added later keep the status.
         return info.status

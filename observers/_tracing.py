@@ -30,11 +30,22 @@ from opentelemetry.trace import Link, Span, SpanKind, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from observers._context import SCOPE, inject, saga_context, sender_context
-from saga import Observer, Record, SagaInfo, Status, StepContext, StepOutcome
+from saga import (
+    CompensationStarted,
+    Observer,
+    Record,
+    SagaCompensated,
+    SagaCompleted,
+    SagaFailed,
+    SagaInfo,
+    SagaResumed,
+    Status,
+    StepContext,
+    StepOutcome,
+    StepStarted,
+)
 
 __all__ = ["TracingObserver"]
-
-_TERMINAL = {"saga_completed", "saga_compensated", "saga_failed"}
 
 
 @dataclass(slots=True)
@@ -166,38 +177,34 @@ class TracingObserver(Observer):
 
     async def on_transition(self, record: Record, info: SagaInfo) -> None:
         """Note the handler about to run; emit the compensation and terminal spans."""
-        kind = record.kind
-        if kind == "step_started":
-            data = record.data
-            self._next[info.saga_id] = _Next(
-                record.step, str(data.get("handler")), int(data.get("recovery") or 0), info.version
-            )
-        elif kind == "compensation_started":
-            attributes = _saga_attributes(info)
-            failed = record.data.get("failed_step")
-            if failed is not None:
-                attributes["saga.failed_step"] = failed
-            attributes["saga.compensations"] = [str(s) for s in record.data.get("steps", [])]
-            self._short(f"saga {info.name} compensating", info, attributes)
-        elif kind == "saga_resumed":
-            self._short(f"saga {info.name} resumed", info, _saga_attributes(info))
-        elif kind in _TERMINAL:
-            self._next.pop(info.saga_id, None)
-            self._in_flight.pop(info.saga_id, None)
-            attributes = _saga_attributes(info)
-            dead = record.data.get("dead_letters")
-            if dead:
-                attributes["saga.dead_letters"] = int(dead)
-            if info.status is Status.FAILED:
-                attributes["saga.compensations.remaining"] = [
-                    str(s) for s in record.data.get("remaining", [])
-                ]
-            span = self._short(
-                f"saga {info.name} {info.status.value.lower()}", info, attributes, end=False
-            )
-            if info.status is Status.FAILED:
-                span.set_status(StatusCode.ERROR, str(info.error) if info.error else "FAILED")
-            span.end()
+        body = record.body
+        match body:
+            case StepStarted():
+                self._next[info.saga_id] = _Next(
+                    record.step, body.handler, body.recovery, info.version
+                )
+            case CompensationStarted():
+                attributes = _saga_attributes(info)
+                if body.failed_step is not None:
+                    attributes["saga.failed_step"] = body.failed_step
+                attributes["saga.compensations"] = list(body.steps)
+                self._short(f"saga {info.name} compensating", info, attributes)
+            case SagaResumed():
+                self._short(f"saga {info.name} resumed", info, _saga_attributes(info))
+            case SagaCompleted() | SagaCompensated() | SagaFailed():
+                self._next.pop(info.saga_id, None)
+                self._in_flight.pop(info.saga_id, None)
+                attributes = _saga_attributes(info)
+                if body.dead_letters:
+                    attributes["saga.dead_letters"] = body.dead_letters
+                if isinstance(body, SagaFailed):
+                    attributes["saga.compensations.remaining"] = list(body.remaining)
+                span = self._short(
+                    f"saga {info.name} {info.status.value.lower()}", info, attributes, end=False
+                )
+                if info.status is Status.FAILED:
+                    span.set_status(StatusCode.ERROR, str(info.error) if info.error else "FAILED")
+                span.end()
 
     def _short(
         self,

@@ -1,17 +1,31 @@
 """saga: durable sagas for asyncio services.
 
-Layers, bottom up: the log's records (`Record`) and the fold that turns a log into a
-saga's condition (`replay`); the stores that keep logs, inboxes and deadlines; the actors
-that drive one saga each and alone write its records; the engine that runs them; and the
-`Runtime`, the engine's public face. Users touch the
-definitions (`Saga`, `Step`, `wait_for`, `RetryPolicy`), the `Runtime` and the `Observer`
-hooks; everything else lives in private modules.
+Layers, bottom up: the log's records (`Record`, whose `RecordKind` says what happened and
+whose typed `Record.body` says the rest: `StepStarted`, `StepFailed`, ...) and the fold
+that turns a log into a saga's condition (`replay`); the stores that keep logs, inboxes
+and deadlines; the actors that drive one saga each and alone write its records; the engine
+that runs them; and the `Runtime`, the engine's public face.
+Users touch the definitions (`Saga`, `Step`, `wait_for`, `RetryPolicy`), the `Runtime`
+and the `Observer` hooks; everything else lives in private modules.
 """
 
-from saga._context import Event as Event
+from saga._bodies import AbortRequested as AbortRequested
+from saga._bodies import CompensationStarted as CompensationStarted
+from saga._bodies import EventDelivered as EventDelivered
+from saga._bodies import RecordBody as RecordBody
+from saga._bodies import RecordKind as RecordKind
+from saga._bodies import SagaCompensated as SagaCompensated
+from saga._bodies import SagaCompleted as SagaCompleted
+from saga._bodies import SagaFailed as SagaFailed
+from saga._bodies import SagaResumed as SagaResumed
+from saga._bodies import SagaStarted as SagaStarted
+from saga._bodies import StepBody as StepBody
+from saga._bodies import StepCompleted as StepCompleted
+from saga._bodies import StepFailed as StepFailed
+from saga._bodies import StepStarted as StepStarted
+from saga._bodies import StepWaiting as StepWaiting
+from saga._bodies import WaitTimedOut as WaitTimedOut
 from saga._context import StepContext as StepContext
-from saga._context import Wait as Wait
-from saga._context import wait_for as wait_for
 from saga._definition import Saga as Saga
 from saga._definition import Step as Step
 from saga._errors import CorruptLog as CorruptLog
@@ -27,6 +41,9 @@ from saga._errors import StepTimeout as StepTimeout
 from saga._errors import StoreError as StoreError
 from saga._errors import UnknownDefinition as UnknownDefinition
 from saga._errors import UnknownSaga as UnknownSaga
+from saga._events import Event as Event
+from saga._events import Wait as Wait
+from saga._events import wait_for as wait_for
 from saga._export import SagaExport as SagaExport
 from saga._handle import SagaHandle as SagaHandle
 from saga._info import DeadLetter as DeadLetter
@@ -41,35 +58,51 @@ from saga._retry import RetryPolicy as RetryPolicy
 from saga._runtime import Runtime as Runtime
 
 __all__ = [
+    "AbortRequested",
+    "CompensationStarted",
     "CorruptLog",
     "DeadLetter",
     "DefinitionMismatch",
     "ErrorInfo",
     "Event",
+    "EventDelivered",
     "LeaseLost",
     "NotASagaStore",
     "Observer",
     "PayloadTooLarge",
     "PoisonStep",
     "Record",
+    "RecordBody",
+    "RecordKind",
     "RetryPolicy",
     "Runtime",
     "Saga",
     "SagaClosed",
+    "SagaCompensated",
+    "SagaCompleted",
     "SagaError",
     "SagaExists",
     "SagaExport",
+    "SagaFailed",
     "SagaHandle",
     "SagaInfo",
+    "SagaResumed",
+    "SagaStarted",
     "Status",
     "Step",
+    "StepBody",
+    "StepCompleted",
     "StepContext",
+    "StepFailed",
     "StepOutcome",
+    "StepStarted",
     "StepTimeout",
+    "StepWaiting",
     "StoreError",
     "UnknownDefinition",
     "UnknownSaga",
     "Wait",
+    "WaitTimedOut",
     "replay",
     "wait_for",
 ]

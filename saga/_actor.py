@@ -24,22 +24,38 @@ from typing import Any, Protocol, TypeVar
 import anyio
 import msgspec
 
+from saga._bodies import (
+    AbortRequested,
+    CompensationStarted,
+    EventDelivered,
+    RecordBody,
+    SagaCompensated,
+    SagaCompleted,
+    SagaFailed,
+    SagaResumed,
+    SagaStarted,
+    StepFailed,
+    StepStarted,
+    WaitTimedOut,
+)
 from saga._clock import Clock
-from saga._context import Event, StepContext
+from saga._context import StepContext
 from saga._definition import Saga
 from saga._definitions import Definitions
 from saga._errors import LeaseLost, PoisonStep
+from saga._events import Event, Wait
 from saga._fold import Progress, Todo, typed_state
 from saga._handlers import Invocation, invoke
-from saga._info import SagaInfo, Status, index_row
+from saga._index import index_row
+from saga._info import ErrorInfo, SagaInfo, Status
 from saga._observer import ObserverCalls
 from saga._records import (
-    Kind,
     Record,
     decode_stored,
     decode_strings,
     encode_payload,
     encode_record,
+    new_record,
     plain_record,
 )
 from saga._requests import decode_request
@@ -171,13 +187,10 @@ class Actor:
         self._observers = self._engine.definitions.observers_for(saga)
         self._state = state
         self._inbox = []  # a saga that did not exist has nothing in its inbox
-        data = {
-            "saga_id": self.saga_id, "name": saga.name, "version": saga.version,
-            "steps": list(saga.step_names), "state": msgspec.Raw(state),
-        }  # fmt: skip
-        if annotations:
-            data["annotations"] = annotations
-        self._add(Kind.SAGA_STARTED, None, data)
+        started = SagaStarted(saga_id=self.saga_id, name=saga.name, version=saga.version,
+                              steps=list(saga.step_names), state=msgspec.Raw(state),
+                              annotations=dict(annotations or {}))  # fmt: skip
+        self._add(started, None)
         progress = self._progress
         assert progress is not None
         self._first = self._advance(progress)  # the first step's start: the same commit
@@ -210,7 +223,7 @@ class Actor:
         self._prepare(progress, state)
         if request is not None:
             self._consumed.append(request)
-        self._add(Kind.SAGA_RESUMED, progress.step, {"reason": reason, "by": by})
+        self._add(SagaResumed(reason=reason, by=by), progress.step)
         store = self._engine.store
         return await self._first_commit(
             lambda append: store.append_if(append, status=Status.FAILED.value), _RESUME_ATTEMPTS
@@ -339,97 +352,79 @@ class Actor:
                 effective = p.can_abort
                 self._consumed.append(abort.event_id)
                 self._taken.add(abort.event_id)
-                data: dict[str, Any] = {"reason": reason, "by": by, "effective": effective}
-                self._add(Kind.ABORT_REQUESTED, p.abort_step if effective else step, data)
+                aborted = AbortRequested(reason=reason, by=by, effective=effective)
+                self._add(aborted, p.abort_step if effective else step)
             elif p.todo == Todo.COMPLETE:
                 self._closed = "saga completed"
-                self._add(Kind.SAGA_COMPLETED, None, self._closing({}))
+                self._add(SagaCompleted(dead_letters=self._dead_letters()), None)
             elif p.todo == Todo.COMPENSATED:
                 self._closed = "saga compensated"
-                self._add(Kind.SAGA_COMPENSATED, None, self._closing({}))
+                self._add(SagaCompensated(dead_letters=self._dead_letters()), None)
             elif p.todo == Todo.FAIL:
                 self._closed = "saga failed"
-                failed: dict[str, Any] = {
-                    "error": msgspec.to_builtins(p.error),
-                    "remaining": list(p.queue),
-                }
-                self._add(Kind.SAGA_FAILED, step, self._closing(failed))
+                failed = SagaFailed(error=p.error, remaining=list(p.queue),
+                                    dead_letters=self._dead_letters())  # fmt: skip
+                self._add(failed, step)
             elif p.todo == Todo.COMPENSATE:
                 queue = self._compensation_queue(p, saga)
-                data = {"error": msgspec.to_builtins(p.error), "failed_step": p.failed_step,
-                        "steps": queue}  # fmt: skip
-                self._add(Kind.COMPENSATION_STARTED, None, data)
+                self._add(CompensationStarted(error=p.error, failed_step=p.failed_step,
+                                              steps=queue), None)  # fmt: skip
             elif p.handler is not None:
                 assert step is not None
-                direction = {"compensating": p.compensating}
                 if p.in_flight and p.recoveries + 1 >= self._engine.max_recoveries:
                     message = (
                         f"handler {p.handler} of step {step!r} was interrupted "
                         f"{p.recoveries + 1} times by crashes"
                     )
-                    error = {"type": PoisonStep.__name__, "message": message}
-                    data = {**direction, "handler": p.handler, "attempt": p.attempt,
-                            "error": error, "retry_at": None, "final": True}  # fmt: skip
-                    self._add(Kind.STEP_FAILED, step, data)
+                    error = ErrorInfo(type=PoisonStep.__name__, message=message)
+                    self._add(StepFailed(compensating=p.compensating, handler=p.handler,
+                                         attempt=p.attempt, error=error, retry_at=None,
+                                         final=True), step)  # fmt: skip
                     continue
                 if p.retry_at is not None and now < p.retry_at:
                     return None
                 recovery = p.recoveries + 1 if p.in_flight else 0
-                data = {
-                    **direction,
-                    "handler": p.handler,
-                    "attempt": p.attempt,
-                    "recovery": recovery,
-                }
-                self._add(Kind.STEP_STARTED, step, data)
-                event = None
-                if p.event is not None:
-                    event = Event(name=p.event["name"], payload=p.event["payload"],
-                                  key=p.event["key"], event_id=p.event["event_id"],
-                                  headers=p.event.get("headers") or {})  # fmt: skip
+                self._add(StepStarted(compensating=p.compensating, handler=p.handler,
+                                      attempt=p.attempt, recovery=recovery), step)  # fmt: skip
                 return Invocation(saga.steps[saga.step_names.index(step)], p.handler,
-                                   p.attempt, p.compensating, event)  # fmt: skip
+                                   p.attempt, p.compensating, p.event)  # fmt: skip
             elif p.wait is not None:
                 item = self._match(p.wait)
                 if item is not None:
                     what = f"saga {self.saga_id!r}: event {item.event_id!r}"
                     payload = decode_stored(item.payload, f"{what}: its payload")
-                    headers = None
+                    headers = {}
                     if item.headers:
                         headers = decode_strings(item.headers, f"{what}: its headers")
                     del self._events[item.event_id]
                     self._consumed.append(item.event_id)
                     self._taken.add(item.event_id)
                     self._engine.timers.disarm(self.saga_id)
-                    delivered = {"event_id": item.event_id, "name": item.name, "key": item.key,
-                                 "payload": payload}  # fmt: skip
-                    if headers:
-                        delivered["headers"] = headers
-                    self._add(Kind.EVENT_DELIVERED, step,
-                              {"compensating": p.compensating, "event": delivered})  # fmt: skip
-                elif p.wait["deadline"] is not None and now >= p.wait["deadline"]:
-                    self._add(Kind.WAIT_TIMED_OUT, step, {"compensating": p.compensating})
+                    event = Event(name=item.name, payload=payload, key=item.key,
+                                  event_id=item.event_id, headers=headers)  # fmt: skip
+                    self._add(EventDelivered(compensating=p.compensating, event=event), step)
+                elif p.deadline is not None and now >= p.deadline:
+                    self._add(WaitTimedOut(compensating=p.compensating), step)
                 else:
                     return None
             else:  # pragma: no cover - the fold always leaves something to do or wait for
                 raise AssertionError(f"saga {self.saga_id!r} has nothing to do at seq {p.seq}")
         return None
 
-    def _closing(self, data: dict[str, Any]) -> dict[str, Any]:
-        """A terminal record's data, with the count of events it dead-letters (if any).
+    def _dead_letters(self) -> int:
+        """How many events a terminal record dead-letters (the count it records).
 
         The store dead-letters every pending event in the terminal record's commit; the
         count is what this actor holds, so metrics need not query the store. An event whose
         send commits while the terminal record is being written is dead-lettered too, but
         may be missing from the count.
         """
-        if self._events:
-            data["dead_letters"] = len(self._events)
-        return data
+        return len(self._events)
 
-    def _match(self, wait: dict[str, Any]) -> InboxItem | None:
+    def _match(self, wait: Wait) -> InboxItem | None:
+        """The oldest pending event that satisfies ``wait``, if any."""
         for item in self._events.values():
-            if item.name == wait["name"] and (wait["key"] is None or item.key == wait["key"]):
+            if wait.matches(item.name, item.key):
                 return item
         return None
 
@@ -447,11 +442,12 @@ class Actor:
         queue.extend(reversed(p.completed))
         return queue
 
-    def _add(self, kind: str, step: str | None, data: dict[str, Any]) -> None:
-        """Build the log's next record, fold it in, and add it to the next commit."""
+    def _add(self, body: RecordBody, step: str | None) -> None:
+        """Build the log's next record from ``body``, fold it in (as built: never decoded
+        back), and add it to the next commit."""
         progress = self._progress
         seq = 1 if progress is None else progress.seq + 1
-        record = Record(seq=seq, kind=kind, at=self._engine.clock.now(), step=step, data=data)
+        record = new_record(body, seq=seq, at=self._engine.clock.now(), step=step)
         if progress is None:
             progress = self._progress = Progress(record)
         else:
@@ -523,4 +519,4 @@ class Actor:
         outcome = await invoke(inv, ctx, self._observers, engine.clock, engine.max_payload_bytes)
         if outcome.state is not None:
             self._state = outcome.state
-        self._add(outcome.kind, inv.step.name, outcome.data)
+        self._add(outcome.body, inv.step.name)

@@ -7,8 +7,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
-from saga._context import Event, StepContext, Wait
+from saga._context import StepContext
 from saga._errors import StepTimeout
+from saga._events import Event, Wait
 from saga._observer import Observer
 from saga._retry import RetryPolicy
 from saga._validate import MAX_VERSION, check_name

@@ -35,8 +35,9 @@ from saga._errors import (
     UnknownSaga,
 )
 from saga._fold import Progress, typed_state
-from saga._info import ErrorInfo, SagaInfo, Status, info_from_row
-from saga._records import decode_record
+from saga._index import info_from_row
+from saga._info import ErrorInfo, SagaInfo, Status
+from saga._records import decode_stored_record
 from saga._store import InboxItem, InboxKind, SagaRow, SendResult, Store
 from saga._store._base import CLAIM_BATCH
 from saga._timers import TimerService
@@ -60,7 +61,7 @@ class Finished:
 def fold_log(saga_id: str, bodies: list[bytes]) -> Progress:
     """Decode and fold a saga's stored log. Raises `CorruptLog` naming the saga."""
     try:
-        return Progress.from_records([decode_record(body) for body in bodies])
+        return Progress.from_records([decode_stored_record(body) for body in bodies])
     except CorruptLog as error:
         raise CorruptLog(f"the log of saga {saga_id!r} cannot be used: {error}") from None
 

@@ -7,16 +7,38 @@ reads a clock or touches the store, so live runs, recovery and replay cannot dis
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeAlias
 
 import msgspec
 
+from saga._bodies import (
+    AbortRequested,
+    CompensationStarted,
+    EventDelivered,
+    RecordBody,
+    RecordKind,
+    SagaCompensated,
+    SagaCompleted,
+    SagaFailed,
+    SagaResumed,
+    SagaStarted,
+    StepBody,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+    StepWaiting,
+    WaitTimedOut,
+)
 from saga._errors import CorruptLog
+from saga._events import Event, Wait
 from saga._info import ErrorInfo, SagaInfo, Status
-from saga._records import Kind, Record, decode_payload
+from saga._records import Record, StoredRecord, decode_payload
 
-__all__ = ["Handler", "Progress"]
+__all__ = ["Folded", "Handler", "Progress"]
+
+Folded: TypeAlias = Record | StoredRecord
+"""What the fold reads: a `Record`, or a `StoredRecord` where nobody sees the records."""
 
 
 class Handler:
@@ -43,21 +65,19 @@ class Todo:
 class Progress:
     """Everything the log says about one saga, after the records applied so far."""
 
-    def __init__(self, first: Record) -> None:
-        if first.seq != 1 or first.kind != Kind.SAGA_STARTED:
+    def __init__(self, first: Folded) -> None:
+        if first.seq != 1 or first.kind != RecordKind.SAGA_STARTED:
             raise CorruptLog(f"a log must open with saga_started at seq 1, got {first.kind!r}")
-        data = first.data
-        try:
-            self.saga_id: str = data["saga_id"]
-            self.name: str = data["name"]
-            self.version: int = data["version"]
-            self.steps: tuple[str, ...] = tuple(data["steps"])
-            self._state: Any = data["state"]
-            self.annotations: dict[str, str] = dict(data.get("annotations") or {})
-        except (KeyError, TypeError) as error:
-            raise CorruptLog(f"saga_started lacks {error}") from None
-        if not self.steps or not all(isinstance(s, str) for s in self.steps):
-            raise CorruptLog("saga_started names no valid steps")
+        started = first.body
+        assert isinstance(started, SagaStarted)
+        self.saga_id = started.saga_id
+        self.name = started.name
+        self.version = started.version
+        self.steps = tuple(started.steps)
+        self._state: Any = started.state
+        self.annotations = dict(started.annotations)
+        if not self.steps:
+            raise CorruptLog("saga_started names no steps")
         self.seq = 1
         self.created_at = first.at
         self.updated_at = first.at
@@ -69,18 +89,19 @@ class Progress:
         self.queue: list[str] = []  # compensations still to run; the head is current
         self.handler: str | None = Handler.RUN  # handler to invoke next, if any
         self.attempt = 1
-        self.event: dict[str, Any] | None = None  # input of on_event / on_compensation_event
+        self.event: Event | None = None  # input of on_event / on_compensation_event
         self.in_flight = False  # a step_started with no record ending it yet
         self.recoveries = 0  # consecutive interrupted invocations of the current handler
         self.retry_at: float | None = None
-        self.wait: dict[str, Any] | None = None  # {"name", "key", "deadline"}
+        self.wait: Wait | None = None  # what the current step waits for
+        self.deadline: float | None = None  # when that wait times out, if it does
         self.todo: str | None = None
         self.error: ErrorInfo | None = None  # why it compensates, or why it failed
         self.cause: ErrorInfo | None = None  # why compensation started
         self.failed_step: str | None = None
 
     @classmethod
-    def from_records(cls, records: Sequence[Record]) -> Progress:
+    def from_records(cls, records: Sequence[Folded]) -> Progress:
         """Fold a whole log. Raises `CorruptLog` on an empty or inconsistent log."""
         if not records:
             raise CorruptLog("the log is empty")
@@ -134,8 +155,7 @@ class Progress:
         if self.handler is not None and self.retry_at is not None:
             return self.retry_at
         if self.wait is not None:
-            deadline: float | None = self.wait.get("deadline")
-            return deadline
+            return self.deadline
         return None
 
     @property
@@ -163,91 +183,90 @@ class Progress:
 
     # -- the fold ---------------------------------------------------------------------------
 
-    def apply(self, record: Record) -> None:
-        """Advance by one record. Raises `CorruptLog` if it cannot follow what came before."""
+    def apply(self, record: Folded) -> None:
+        """Advance by one record. Raises `CorruptLog` if it cannot follow what came before.
+
+        The record's body is decoded once (`Record.body`; a record the actor built carries
+        the body it was built from); recovery folds `StoredRecord`s, typed from the bytes.
+        """
         if record.seq != self.seq + 1:
             raise CorruptLog(f"record seq {record.seq} follows seq {self.seq}")
-        if self.terminal and record.kind != Kind.SAGA_RESUMED:
+        if self.terminal and record.kind != RecordKind.SAGA_RESUMED:
             raise CorruptLog(f"{record.kind} after the terminal record at seq {self.seq}")
-        apply = _APPLY.get(record.kind)
-        if apply is None:
-            raise CorruptLog(f"unknown record kind {record.kind!r} at seq {record.seq}")
+        body = record.body
+        apply = _APPLY.get(type(body))
+        if apply is None:  # saga_started
+            raise CorruptLog(f"{record.kind} at seq {record.seq}: a log starts only once")
         try:
-            apply(self, record, record.data)
-        except (KeyError, TypeError, ValueError, IndexError) as error:
+            apply(self, record, body)
+        except (TypeError, ValueError, IndexError) as error:
             raise CorruptLog(f"bad {record.kind} record at seq {record.seq}: {error!r}") from None
         self.seq = record.seq
         self.updated_at = record.at
 
-    def _check_step(self, record: Record) -> None:
+    def _check_step(self, record: Folded, body: StepBody) -> None:
         if record.step != self.step or record.step is None:
             raise CorruptLog(
                 f"{record.kind} at seq {record.seq} names step {record.step!r}, "
                 f"but the current step is {self.step!r}"
             )
-        if bool(record.data.get("compensating")) != self.compensating:
+        if body.compensating != self.compensating:
             raise CorruptLog(f"{record.kind} at seq {record.seq} has the wrong direction")
 
     def _active_status(self) -> Status:
         return Status.COMPENSATING if self.compensating else Status.RUNNING
 
-    def _step_started(self, record: Record, data: dict[str, Any]) -> None:
-        self._check_step(record)
-        handler = data["handler"]
+    def _step_started(self, record: Folded, body: StepStarted) -> None:
+        self._check_step(record, body)
+        handler = body.handler
         if handler not in Handler.ALL:
             raise ValueError(f"unknown handler {handler!r}")
         self.recoveries = self.recoveries + 1 if self.in_flight else 0
         self.in_flight = True
         self.handler = handler
-        self.attempt = int(data["attempt"])
+        self.attempt = body.attempt
         self.retry_at = None
-        self.wait = None
+        self.wait = self.deadline = None
         if not self.compensating:
             self.started.add(record.step)  # type: ignore[arg-type]
         self.status = self._active_status()
 
-    def _step_waiting(self, record: Record, data: dict[str, Any]) -> None:
-        self._check_step(record)
+    def _step_waiting(self, record: Folded, body: StepWaiting) -> None:
+        self._check_step(record, body)
         self.in_flight = False
         self.handler = None
         self.event = None
-        self._state = data["state"]
-        self.wait = {
-            "name": data["event"],
-            "key": data.get("key"),
-            "deadline": data.get("deadline"),
-        }
+        self._state = body.state
+        self.wait = body.wait
+        self.deadline = body.deadline
         self.status = Status.COMPENSATING if self.compensating else Status.WAITING
 
-    def _event_delivered(self, record: Record, data: dict[str, Any]) -> None:
-        self._check_step(record)
+    def _event_delivered(self, record: Folded, body: EventDelivered) -> None:
+        self._check_step(record, body)
         if self.wait is None:
             raise ValueError("no wait to deliver to")
-        event = data["event"]
-        if not isinstance(event, dict):
-            raise TypeError("event must be a map")
-        self.wait = None
-        self.event = event
+        self.wait = self.deadline = None
+        self.event = body.event
         self.handler = Handler.ON_COMPENSATION_EVENT if self.compensating else Handler.ON_EVENT
         self.attempt = 1
         self.status = self._active_status()
 
-    def _wait_timed_out(self, record: Record, data: dict[str, Any]) -> None:
-        self._check_step(record)
+    def _wait_timed_out(self, record: Folded, body: WaitTimedOut) -> None:
+        self._check_step(record, body)
         if self.wait is None:
             raise ValueError("no wait to time out")
-        self.wait = None
+        self.wait = self.deadline = None
         self.event = None
         self.handler = Handler.ON_TIMEOUT
         self.attempt = 1
         self.status = self._active_status()
 
-    def _step_completed(self, record: Record, data: dict[str, Any]) -> None:
-        self._check_step(record)
+    def _step_completed(self, record: Folded, body: StepCompleted) -> None:
+        self._check_step(record, body)
         self.in_flight = False
         self.event = None
-        self.wait = None
-        self._state = data["state"]
+        self.wait = self.deadline = None
+        self._state = body.state
         self.attempt = 1
         if self.compensating:
             self.queue.pop(0)
@@ -261,12 +280,12 @@ class Progress:
             self.todo = None if more else Todo.COMPLETE
         self.status = self._active_status()
 
-    def _step_failed(self, record: Record, data: dict[str, Any]) -> None:
-        self._check_step(record)
+    def _step_failed(self, record: Folded, body: StepFailed) -> None:
+        self._check_step(record, body)
         self.in_flight = False
-        if data.get("final"):
-            error = data["error"]
-            self.error = ErrorInfo(type=error["type"], message=error["message"], step=record.step)
+        if body.final:
+            error = body.error
+            self.error = ErrorInfo(type=error.type, message=error.message, step=record.step)
             self.handler = None
             self.retry_at = None
             if self.compensating:
@@ -275,30 +294,30 @@ class Progress:
                 self.todo = Todo.COMPENSATE
                 self.failed_step = record.step
         else:
-            self.handler = data["handler"]
-            self.attempt = int(data["attempt"]) + 1
-            self.retry_at = data.get("retry_at")
+            self.handler = body.handler
+            self.attempt = body.attempt + 1
+            self.retry_at = body.retry_at
         self.status = self._active_status()
 
-    def _abort_requested(self, record: Record, data: dict[str, Any]) -> None:
-        if not data.get("effective"):
+    def _abort_requested(self, record: Folded, body: AbortRequested) -> None:
+        if not body.effective:
             return
         if not self.can_abort:
             raise ValueError("an effective abort outside the forward phase")
         step = self.abort_step
-        self.error = ErrorInfo(type="Aborted", message=str(data["reason"]), step=step)
+        self.error = ErrorInfo(type="Aborted", message=body.reason, step=step)
         self.failed_step = step
         self.handler = None
         self.in_flight = False
         self.retry_at = None
-        self.wait = None
+        self.wait = self.deadline = None
         self.event = None
         self.todo = Todo.COMPENSATE
 
-    def _compensation_started(self, record: Record, data: dict[str, Any]) -> None:
+    def _compensation_started(self, record: Folded, body: CompensationStarted) -> None:
         if self.todo != Todo.COMPENSATE:
             raise ValueError("compensation_started without a failure or abort")
-        queue = list(data["steps"])
+        queue = list(body.steps)
         unknown = set(queue) - set(self.started)
         if unknown:
             raise ValueError(f"compensations for steps that never started: {sorted(unknown)}")
@@ -310,25 +329,25 @@ class Progress:
         self.attempt = 1
         self.status = Status.COMPENSATING
 
-    def _saga_completed(self, record: Record, data: dict[str, Any]) -> None:
+    def _saga_completed(self, record: Folded, body: SagaCompleted) -> None:
         if self.todo != Todo.COMPLETE:
             raise ValueError("saga_completed before every step completed")
         self.todo = None
         self.status = Status.COMPLETED
 
-    def _saga_compensated(self, record: Record, data: dict[str, Any]) -> None:
+    def _saga_compensated(self, record: Folded, body: SagaCompensated) -> None:
         if self.todo != Todo.COMPENSATED:
             raise ValueError("saga_compensated before every compensation ran")
         self.todo = None
         self.status = Status.COMPENSATED
 
-    def _saga_failed(self, record: Record, data: dict[str, Any]) -> None:
+    def _saga_failed(self, record: Folded, body: SagaFailed) -> None:
         if self.todo != Todo.FAIL:
             raise ValueError("saga_failed without a failed compensation")
         self.todo = None
         self.status = Status.FAILED
 
-    def _saga_resumed(self, record: Record, data: dict[str, Any]) -> None:
+    def _saga_resumed(self, record: Folded, body: SagaResumed) -> None:
         if self.status is not Status.FAILED:
             raise ValueError("saga_resumed on a saga that is not FAILED")
         self.status = Status.COMPENSATING
@@ -336,25 +355,26 @@ class Progress:
         self.handler = Handler.COMPENSATE
         self.attempt = 1
         self.event = None
-        self.wait = None
+        self.wait = self.deadline = None
         self.retry_at = None
         self.in_flight = False
         self.recoveries = 0
 
 
-_APPLY = {
-    Kind.STEP_STARTED: Progress._step_started,
-    Kind.STEP_WAITING: Progress._step_waiting,
-    Kind.EVENT_DELIVERED: Progress._event_delivered,
-    Kind.WAIT_TIMED_OUT: Progress._wait_timed_out,
-    Kind.STEP_COMPLETED: Progress._step_completed,
-    Kind.STEP_FAILED: Progress._step_failed,
-    Kind.ABORT_REQUESTED: Progress._abort_requested,
-    Kind.COMPENSATION_STARTED: Progress._compensation_started,
-    Kind.SAGA_COMPLETED: Progress._saga_completed,
-    Kind.SAGA_COMPENSATED: Progress._saga_compensated,
-    Kind.SAGA_FAILED: Progress._saga_failed,
-    Kind.SAGA_RESUMED: Progress._saga_resumed,
+# How each body moves the fold (saga_started opens it: `Progress.__init__`).
+_APPLY: dict[type[RecordBody], Callable[[Progress, Any, Any], None]] = {
+    StepStarted: Progress._step_started,
+    StepWaiting: Progress._step_waiting,
+    EventDelivered: Progress._event_delivered,
+    WaitTimedOut: Progress._wait_timed_out,
+    StepCompleted: Progress._step_completed,
+    StepFailed: Progress._step_failed,
+    AbortRequested: Progress._abort_requested,
+    CompensationStarted: Progress._compensation_started,
+    SagaCompleted: Progress._saga_completed,
+    SagaCompensated: Progress._saga_compensated,
+    SagaFailed: Progress._saga_failed,
+    SagaResumed: Progress._saga_resumed,
 }
 
 

@@ -12,14 +12,16 @@ from typing import Any
 
 import msgspec
 
+from saga._bodies import StepCompleted, StepFailed, StepWaiting
 from saga._clock import Clock
-from saga._context import Event, StepContext, Wait
+from saga._context import StepContext
 from saga._definition import Step
 from saga._errors import PayloadTooLarge, StepTimeout
+from saga._events import Event, Wait
 from saga._fold import Handler
 from saga._info import ErrorInfo
 from saga._observer import ObserverCalls, StepOutcome
-from saga._records import Kind, encode_payload
+from saga._records import encode_payload
 
 __all__ = ["Invocation", "Outcome", "invoke"]
 
@@ -39,11 +41,10 @@ class Invocation:
 
 @dataclass(slots=True)
 class Outcome:
-    """The record that ends a call (``kind``, ``data``) and the state it saved, encoded
-    (``None`` when the call failed: its state changes are discarded)."""
+    """The body of the record that ends a call, and the state it saved, encoded (``None``
+    when the call failed: its state changes are discarded)."""
 
-    kind: str
-    data: dict[str, Any]
+    body: StepCompleted | StepWaiting | StepFailed
     state: bytes | None
 
 
@@ -59,7 +60,7 @@ async def invoke(
     if observers:
         await observers.before_step(ctx)
     handler = getattr(step, inv.handler)
-    direction = {"compensating": inv.compensating}
+    compensating = inv.compensating
     try:
         if inv.handler in (Handler.ON_EVENT, Handler.ON_COMPENSATION_EVENT):
             result = await handler(ctx, inv.event)
@@ -77,21 +78,18 @@ async def invoke(
         policy = step.compensation_retry if inv.compensating else step.retry
         retry = not isinstance(error, _NEVER_RETRIED) and policy.should_retry(inv.attempt, error)
         retry_at = clock.now() + policy.interval(inv.attempt) if retry else None
-        info = ErrorInfo.from_exception(error, step.name)
-        return Outcome(Kind.STEP_FAILED, {
-            **direction, "handler": inv.handler, "attempt": inv.attempt,
-            "error": {"type": info.type, "message": info.message},
-            "retry_at": retry_at, "final": not retry,
-        }, None)  # fmt: skip
+        failed = StepFailed(compensating=compensating, handler=inv.handler, attempt=inv.attempt,
+                            error=ErrorInfo.from_exception(error, None), retry_at=retry_at,
+                            final=not retry)  # fmt: skip
+        return Outcome(failed, None)
     saved = msgspec.Raw(state)  # written as is: the state is encoded once
     if result is None:
         if observers:
             await observers.after_step(ctx, StepOutcome(kind="completed"))
-        return Outcome(Kind.STEP_COMPLETED, {**direction, "state": saved}, state)
+        return Outcome(StepCompleted(compensating=compensating, state=saved), state)
     if observers:
         await observers.after_step(ctx, StepOutcome(kind="waiting", wait=result))
     deadline = None if result.timeout is None else clock.now() + result.timeout
-    return Outcome(Kind.STEP_WAITING, {
-        **direction, "event": result.name, "key": result.key,
-        "timeout": result.timeout, "deadline": deadline, "state": saved,
-    }, state)  # fmt: skip
+    waiting = StepWaiting(compensating=compensating, event=result.name, key=result.key,
+                          timeout=result.timeout, deadline=deadline, state=saved)  # fmt: skip
+    return Outcome(waiting, state)

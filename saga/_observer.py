@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from saga._context import StepContext, Wait
+from saga._context import StepContext
+from saga._events import Wait
 from saga._info import SagaInfo
 from saga._records import Record
 
@@ -43,7 +44,7 @@ class Observer:
     ) -> Mapping[str, str] | None:
         """Called by ``runtime.start`` in the caller's task, before ``saga_started`` is written.
 
-        Return string pairs to record in the saga's log (``saga_started.data["annotations"]``);
+        Return string pairs to record in the saga's log (``SagaStarted.annotations``);
         they come back as ``ctx.annotations`` and ``info.annotations`` in every process, after
         any restart. A tracer records its saga span's context here.
         """
@@ -56,7 +57,10 @@ class Observer:
         """Called right after a handler returns or raises, before its outcome is committed."""
 
     async def on_transition(self, record: Record, info: SagaInfo) -> None:
-        """Called once per committed record, with the saga's summary right after it."""
+        """Called once per committed record, with the saga's summary right after it.
+
+        ``record.body`` holds the record's details, typed by its kind (`StepFailed`, ...).
+        """
 
 
 class ObserverCalls:

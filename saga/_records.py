@@ -1,5 +1,11 @@
 """The log's record: one frozen, tagged msgspec Struct, msgpack-encoded, with a format version.
 
+Its ``data`` is a plain map, as stored and as users see it; its ``body`` is the same map
+read as the Struct of its kind (`saga._bodies`: `StepStarted`, `StepWaiting`, ...). Bodies
+are decoded here (`decode_body`, kept by `Record.body`) and nowhere else. A record the
+runtime writes is built from its body (`new_record`), which it keeps, so a live record is
+never decoded back.
+
 Schema evolution follows msgspec's rules: a new field gets a default, a field is never
 renamed or retyped. A new incompatible layout gets a new tag (``v=2``) and an upcaster in
 `decode_record`, so every log ever written stays readable.
@@ -7,58 +13,63 @@ renamed or retyped. A new incompatible layout gets a new tag (``v=2``) and an up
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, ClassVar, Final, overload
 
 import msgspec
 
+from saga._bodies import BODIES, RecordBody
 from saga._errors import CorruptLog, PayloadTooLarge
 
 __all__ = [
     "FORMAT_VERSION",
-    "Kind",
     "Record",
+    "StoredRecord",
+    "decode_body",
     "decode_payload",
     "decode_record",
     "decode_stored",
+    "decode_stored_record",
     "decode_strings",
     "encode_payload",
     "encode_record",
+    "new_record",
     "plain_record",
 ]
 
 FORMAT_VERSION: Final = 1
 
 
-class Kind:
-    """Record kinds. Each is a plain string in `Record.kind`."""
+class _KeptBody:
+    """`Record.body`: decoded on first access, then kept in the record's ``__dict__``.
 
-    SAGA_STARTED: Final = "saga_started"
-    STEP_STARTED: Final = "step_started"
-    STEP_WAITING: Final = "step_waiting"
-    EVENT_DELIVERED: Final = "event_delivered"
-    WAIT_TIMED_OUT: Final = "wait_timed_out"
-    STEP_COMPLETED: Final = "step_completed"
-    STEP_FAILED: Final = "step_failed"
-    ABORT_REQUESTED: Final = "abort_requested"
-    COMPENSATION_STARTED: Final = "compensation_started"
-    SAGA_COMPLETED: Final = "saga_completed"
-    SAGA_COMPENSATED: Final = "saga_compensated"
-    SAGA_FAILED: Final = "saga_failed"
-    SAGA_RESUMED: Final = "saga_resumed"
+    Later lookups find it there before this descriptor, as with
+    ``functools.cached_property``, which on Python 3.11 takes a lock on every first access:
+    the fold reads the body of every record recovery decodes.
+    """
 
-    TERMINAL: Final = frozenset({SAGA_COMPLETED, SAGA_COMPENSATED, SAGA_FAILED})
+    @overload
+    def __get__(self, record: None, owner: type[Record]) -> _KeptBody: ...
+    @overload
+    def __get__(self, record: Record, owner: type[Record]) -> RecordBody: ...
+    def __get__(self, record: Record | None, owner: type[Record]) -> RecordBody | _KeptBody:
+        if record is None:
+            return self
+        body = record.__dict__["body"] = decode_body(record)
+        return body
 
 
-class Record(msgspec.Struct, frozen=True, tag_field="v", tag=FORMAT_VERSION):
+class Record(msgspec.Struct, frozen=True, tag_field="v", tag=FORMAT_VERSION, dict=True):
     """One entry of a saga's log.
 
     Attributes:
         seq: position in the saga's log, gapless from 1.
-        kind: what happened (``saga_started``, ``step_started``, ...).
+        kind: what happened, a `RecordKind` value (``saga_started``, ``step_started``, ...).
         at: epoch seconds, from the runtime's clock.
         step: the step's name, or ``None`` for saga-level records.
-        data: the record's details, as plain values. Step records carry ``compensating``;
-            records that end a handler carry the saved ``state``.
+        data: the record's details, as plain values: the fields of its `body`.
+        body: ``data`` read as the body of its kind (`StepStarted`, ...), decoded on first
+            access and kept; raises `CorruptLog` if the kind is unknown or ``data`` does
+            not fit its body.
     """
 
     seq: int
@@ -66,6 +77,30 @@ class Record(msgspec.Struct, frozen=True, tag_field="v", tag=FORMAT_VERSION):
     at: float
     step: str | None = None
     data: dict[str, Any] = {}
+
+    body: ClassVar[_KeptBody] = _KeptBody()
+
+
+def decode_body(record: Record) -> RecordBody:
+    """Read ``record.data`` as the body of its kind (use `Record.body`, which keeps it).
+
+    Raises:
+        CorruptLog: the kind is unknown, or ``data`` does not fit its body.
+    """
+    cls = BODIES.get(record.kind)
+    if cls is None:
+        raise CorruptLog(f"unknown record kind {record.kind!r} at seq {record.seq}")
+    try:
+        return msgspec.convert(record.data, cls)
+    except msgspec.ValidationError as error:
+        raise CorruptLog(f"bad {record.kind} record at seq {record.seq}: {error}") from None
+
+
+def new_record(body: RecordBody, *, seq: int, at: float, step: str | None) -> Record:
+    """The record of ``body``: its kind, its data, and the body itself, never decoded back."""
+    record = Record(seq=seq, kind=body.kind, at=at, step=step, data=body.data())
+    record.__dict__["body"] = body  # what `Record.body` would decode from ``data``
+    return record
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -92,6 +127,48 @@ def decode_record(body: bytes) -> Record:
         raise CorruptLog(f"unreadable record: {error}") from error
 
 
+class StoredRecord(msgspec.Struct, frozen=True, tag_field="v", tag=FORMAT_VERSION, gc=False):
+    """A stored record as a fold that shows it to nobody reads it: ``data`` stays bytes.
+
+    Recovery folds the log of every open saga and hands no record to anyone, so it never
+    builds the plain map a `Record` holds: ``body`` decodes the bytes straight into the
+    body of the kind, which costs less than the map alone. Same layout as `Record`.
+    """
+
+    seq: int
+    kind: str
+    at: float
+    step: str | None = None
+    data: msgspec.Raw = msgspec.Raw(b"\x80")  # an empty map, as `Record.data` defaults
+
+    @property
+    def body(self) -> RecordBody:
+        """``data`` decoded as the body of its kind (each time; a fold reads it once).
+
+        Raises:
+            CorruptLog: the kind is unknown, or ``data`` does not fit its body.
+        """
+        decoder = _body_decoders.get(self.kind)
+        if decoder is None:
+            raise CorruptLog(f"unknown record kind {self.kind!r} at seq {self.seq}")
+        try:
+            return decoder.decode(self.data)
+        except _UNREADABLE as error:
+            raise CorruptLog(f"bad {self.kind} record at seq {self.seq}: {error}") from None
+
+
+_stored_decoder = msgspec.msgpack.Decoder(StoredRecord)
+_body_decoders = {kind: msgspec.msgpack.Decoder(cls) for kind, cls in BODIES.items()}
+
+
+def decode_stored_record(body: bytes) -> StoredRecord:
+    """Decode a stored record for a fold only. Raises `CorruptLog` if it is not readable."""
+    try:
+        return _stored_decoder.decode(body)
+    except _UNREADABLE as error:
+        raise CorruptLog(f"unreadable record: {error}") from error
+
+
 def plain_record(record: Record) -> Record:
     """``record`` with plain values only, for code outside the runtime (observers).
 
@@ -103,8 +180,13 @@ def plain_record(record: Record) -> Record:
     state = record.data.get("state")
     if not isinstance(state, msgspec.Raw):
         return record
-    data = {**record.data, "state": decode_payload(state)}
-    return Record(seq=record.seq, kind=record.kind, at=record.at, step=record.step, data=data)
+    plain = decode_payload(state)
+    data = {**record.data, "state": plain}
+    copy = Record(seq=record.seq, kind=record.kind, at=record.at, step=record.step, data=data)
+    body = record.__dict__.get("body")
+    if body is not None:  # a body with a state: SagaStarted, StepWaiting, StepCompleted
+        copy.__dict__["body"] = msgspec.structs.replace(body, state=plain)
+    return copy
 
 
 def encode_payload(value: Any, what: str, limit: int) -> bytes:

@@ -23,6 +23,7 @@ from saga._engine import Engine
 from saga._errors import CorruptLog, SagaClosed, UnknownSaga
 from saga._export import SagaExport
 from saga._handle import SagaHandle
+from saga._index import dead_letter
 from saga._info import DeadLetter, SagaInfo, Status
 from saga._observer import Observer
 from saga._records import Record, decode_record, encode_payload
@@ -330,7 +331,7 @@ class Runtime:
             check_name(saga_id, "saga_id")
         check_limit(limit)
         rows = await self._engine.store.dead_letters(saga_id, limit)
-        return [DeadLetter.from_row(row) for row in rows]
+        return [dead_letter(row) for row in rows]
 
     async def export(self, saga_id: str) -> SagaExport:
         """The saga's whole log as one self-contained document, for `saga.replay` elsewhere.

@@ -16,11 +16,12 @@ import anyio
 import msgspec
 
 from saga._cli._format import WIDTH, ago, fields, fit, iso, offset, plain, show_json, table, wrap
-from saga._cli._timeline import entries, next_wake, waiting
+from saga._cli._timeline import entries, next_wake, wait_data, waiting
 from saga._errors import CorruptLog, UnknownSaga
 from saga._export import SagaExport
 from saga._fold import Progress
-from saga._info import ErrorInfo, SagaInfo, Status, info_from_row
+from saga._index import info_from_row
+from saga._info import ErrorInfo, SagaInfo, Status
 from saga._records import Record, decode_record, decode_stored
 from saga._store import InboxItem, SagaRow, Store
 from saga._validate import MAX_LIMIT
@@ -111,17 +112,17 @@ async def show(store: Store, args: argparse.Namespace) -> Output:
     dead = await store.dead_letters(args.saga_id, 1000)
     now = time.time()
     wait_text = retry_text = problem = None
-    wait_data = None
+    wait = None
     try:
         progress = Progress.from_records(records)
     except CorruptLog as error:
         problem = f"the log does not fold: {error}"
     else:
         wait_text, retry_text = waiting(progress, now), next_wake(progress, now)
-        if wait_text is not None and progress.wait is not None:
-            wait_data = dict(progress.wait)
+        if wait_text is not None:
+            wait = wait_data(progress)
     timeline = entries(records)
-    data = {"saga": plain(info), "waiting": wait_data, "pending": [_item(i) for i in pending],
+    data = {"saga": plain(info), "waiting": wait, "pending": [_item(i) for i in pending],
             "dead_letters": len(dead), "problem": problem, "timeline": plain(timeline)}  # fmt: skip
 
     pairs = [("status", _status(info)), ("step", info.step or "-")]
@@ -186,7 +187,7 @@ async def replay(store: Store, args: argparse.Namespace) -> Output:
     record = records[at - 1]
     wait_text = waiting(progress, record.at)  # a deadline as seen at that record
     data = {"saga": plain(info), "record": plain(record), "last_seq": last,
-            "waiting": dict(progress.wait) if wait_text and progress.wait else None}  # fmt: skip
+            "waiting": wait_data(progress) if wait_text else None}  # fmt: skip
     step = f" {record.step}" if record.step else ""
     pairs = [
         ("record", f"#{at} {record.kind}{step} at {offset(record.at - records[0].at)}"
@@ -258,12 +259,12 @@ async def stats(store: Store, args: argparse.Namespace) -> Output:
     now = time.time()
     if found.oldest_waiting is not None:
         row = found.oldest_waiting
-        wait: dict[str, Any] = {}
+        wait: dict[str, Any] = dict.fromkeys(("name", "key", "deadline"))
         with contextlib.suppress(CorruptLog, UnknownSaga):  # the count matters more
-            wait = Progress.from_records(await read_log(store, row.saga_id)).wait or {}
+            wait = wait_data(Progress.from_records(await read_log(store, row.saga_id))) or wait
         oldest = {"saga_id": row.saga_id, "name": row.name, "step": row.step,
-                  "since": row.updated_at, "event": wait.get("name"), "key": wait.get("key"),
-                  "deadline": wait.get("deadline")}  # fmt: skip
+                  "since": row.updated_at, "event": wait["name"], "key": wait["key"],
+                  "deadline": wait["deadline"]}  # fmt: skip
     data = {"total": total, "by_status": by_status, "by_name": by_name, "oldest_waiting": oldest}
 
     text = [f"{total} saga{'s' if total != 1 else ''}", ""]

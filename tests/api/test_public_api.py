@@ -15,12 +15,14 @@ import pytest
 import saga
 
 EXPECTED_ALL = [
-    "CorruptLog", "DeadLetter", "DefinitionMismatch", "ErrorInfo", "Event", "LeaseLost",
-    "NotASagaStore", "Observer", "PayloadTooLarge", "PoisonStep", "Record", "RetryPolicy",
-    "Runtime", "Saga",
-    "SagaClosed", "SagaError", "SagaExists", "SagaExport", "SagaHandle", "SagaInfo", "Status",
-    "Step", "StepContext", "StepOutcome", "StepTimeout", "StoreError", "UnknownDefinition",
-    "UnknownSaga", "Wait", "replay", "wait_for",
+    "AbortRequested", "CompensationStarted", "CorruptLog", "DeadLetter", "DefinitionMismatch",
+    "ErrorInfo", "Event", "EventDelivered", "LeaseLost", "NotASagaStore", "Observer",
+    "PayloadTooLarge", "PoisonStep", "Record", "RecordBody", "RecordKind", "RetryPolicy",
+    "Runtime", "Saga", "SagaClosed", "SagaCompensated", "SagaCompleted", "SagaError",
+    "SagaExists", "SagaExport", "SagaFailed", "SagaHandle", "SagaInfo", "SagaResumed",
+    "SagaStarted", "Status", "Step", "StepBody", "StepCompleted", "StepContext", "StepFailed",
+    "StepOutcome", "StepStarted", "StepTimeout", "StepWaiting", "StoreError",
+    "UnknownDefinition", "UnknownSaga", "Wait", "WaitTimedOut", "replay", "wait_for",
 ]  # fmt: skip
 
 # Every name SPEC.md section 2 promises, errors included.
