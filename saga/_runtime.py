@@ -29,6 +29,7 @@ from saga._observer import Observer
 from saga._records import Record, decode_record, encode_payload
 from saga._requests import encode_request
 from saga._store import InboxKind, SendResult, Store, open_store
+from saga._store._vocabulary import DURABILITIES
 from saga._validate import (
     MAX_BATCH,
     MAX_PAYLOAD_BYTES,
@@ -100,7 +101,7 @@ class Runtime:
         check_int(max_recoveries, "max_recoveries", 1)
         shutdown_grace = check_seconds(shutdown_grace, "shutdown_grace", high=math.inf)
         check_int(max_batch, "max_batch", 1, MAX_BATCH)
-        check_choice(durability, "durability", ("full", "normal"))
+        check_choice(durability, "durability", DURABILITIES)
         store = open_store(url, durability=durability, max_batch=max_batch)
         self.url = url
         self._engine = Engine(

@@ -20,6 +20,7 @@ import anyio
 from saga._cli._commands import Output, info_of_row
 from saga._cli._format import WIDTH, wrap
 from saga._errors import UnknownSaga
+from saga._info import Status
 from saga._requests import encode_request
 from saga._store import InboxKind, SendResult, Store
 from saga._validate import MAX_NAME_LENGTH
@@ -82,7 +83,7 @@ async def _request(store: Store, args: argparse.Namespace, kind: str) -> Output:
     first = f"{kind} of saga {saga_id} requested by {by}."
     if taken:
         then = f"The runtime took the request: saga {saga_id} is now {status}."
-        if kind == InboxKind.RESUME and status == "FAILED":
+        if kind == InboxKind.RESUME and status == Status.FAILED.value:
             then += f" A compensation failed again; see: saga show {saga_id}"
     elif kind == InboxKind.ABORT:
         then = (
