@@ -22,6 +22,7 @@ from saga._bodies import SagaStarted as SagaStarted
 from saga._bodies import StepBody as StepBody
 from saga._bodies import StepCompleted as StepCompleted
 from saga._bodies import StepFailed as StepFailed
+from saga._bodies import StepSkipped as StepSkipped
 from saga._bodies import StepStarted as StepStarted
 from saga._bodies import StepWaiting as StepWaiting
 from saga._bodies import WaitTimedOut as WaitTimedOut
@@ -95,6 +96,7 @@ __all__ = [
     "StepContext",
     "StepFailed",
     "StepOutcome",
+    "StepSkipped",
     "StepStarted",
     "StepTimeout",
     "StepWaiting",

@@ -35,6 +35,7 @@ from saga._bodies import (
     SagaResumed,
     SagaStarted,
     StepFailed,
+    StepSkipped,
     StepStarted,
     WaitTimedOut,
 )
@@ -44,7 +45,7 @@ from saga._definition import Saga
 from saga._definitions import Definitions
 from saga._errors import LeaseLost, PoisonStep
 from saga._events import Event, Wait
-from saga._fold import Progress, Todo, typed_state
+from saga._fold import Handler, Progress, Todo, typed_state
 from saga._handlers import Invocation, invoke
 from saga._index import index_row
 from saga._info import ErrorInfo, SagaInfo, Status
@@ -383,6 +384,8 @@ class Actor:
                     continue
                 if p.retry_at is not None and now < p.retry_at:
                     return None
+                if self._skips(p, saga, step):
+                    continue
                 recovery = p.recoveries + 1 if p.in_flight else 0
                 self._add(StepStarted(compensating=p.compensating, handler=p.handler,
                                       attempt=p.attempt, recovery=recovery), step)  # fmt: skip
@@ -410,6 +413,29 @@ class Actor:
             else:  # pragma: no cover - the fold always leaves something to do or wait for
                 raise AssertionError(f"saga {self.saga_id!r} has nothing to do at seq {p.seq}")
         return None
+
+    def _skips(self, p: Progress, saga: Saga[Any], step: str) -> bool:
+        """Whether the step whose turn has just come does not run (``should_run``); if so,
+        its ``step_skipped`` (or, if ``should_run`` raised, its final ``step_failed``) is
+        added."""
+        if step not in saga.conditional or p.handler != Handler.RUN or p.compensating:
+            return False
+        if p.in_flight or step in p.started:
+            return False
+        definition = saga.steps[saga.step_names.index(step)]
+        state = self._engine.definitions.decode_state(saga, self._state)
+        try:
+            runs = definition.should_run(state)
+        except Exception as error:
+            failed = StepFailed(compensating=False, handler="should_run", attempt=1,
+                                error=ErrorInfo.from_exception(error, None), retry_at=None,
+                                final=True)  # fmt: skip
+            self._add(failed, step)
+            return True
+        if runs:
+            return False
+        self._add(StepSkipped(reason="should_run returned False"), step)
+        return True
 
     def _dead_letters(self) -> int:
         """How many events a terminal record dead-letters (the count it records).
@@ -461,7 +487,11 @@ class Actor:
     async def _commit(self) -> None:
         """Commit the records added since the last commit (one `Store.append`), announce them."""
         await self._engine.store.append(self._seal())
-        await self.announce()
+        if self._observers:
+            await self.announce()
+        else:  # the hot path: count them, nobody to tell
+            self._engine.transitions += len(self._sealed)
+            self._sealed = []
 
     async def _first_commit(self, write: Callable[[Append], Awaitable[T]], attempts: int) -> T:
         """Commit the records that bring a saga to this worker: `create`, `resume`.

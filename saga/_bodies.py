@@ -31,6 +31,7 @@ __all__ = [
     "StepBody",
     "StepCompleted",
     "StepFailed",
+    "StepSkipped",
     "StepStarted",
     "StepWaiting",
     "WaitTimedOut",
@@ -47,6 +48,7 @@ class RecordKind(enum.StrEnum):
     WAIT_TIMED_OUT = "wait_timed_out"
     STEP_COMPLETED = "step_completed"
     STEP_FAILED = "step_failed"
+    STEP_SKIPPED = "step_skipped"
     ABORT_REQUESTED = "abort_requested"
     COMPENSATION_STARTED = "compensation_started"
     SAGA_COMPLETED = "saga_completed"
@@ -215,6 +217,26 @@ class StepCompleted(StepBody, frozen=True, kw_only=True):
         return {"compensating": self.compensating, "state": self.state}
 
 
+class StepSkipped(StepBody, frozen=True, kw_only=True):
+    """``step_skipped``: the step's turn came and it will not run (its ``should_run`` said
+    no); it is never compensated.
+
+    Attributes:
+        reason: why.
+        by: who decided, when a person did; ``None`` for ``should_run``.
+    """
+
+    kind: ClassVar[str] = RecordKind.STEP_SKIPPED.value
+    reason: str
+    by: str | None = None
+
+    def data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"compensating": self.compensating, "reason": self.reason}
+        if self.by is not None:
+            data["by"] = self.by
+        return data
+
+
 class StepFailed(StepBody, frozen=True, kw_only=True):
     """``step_failed``: a handler raised (or was interrupted too often); its changes are lost.
 
@@ -367,6 +389,7 @@ BODIES: dict[str, type[RecordBody]] = {
         WaitTimedOut,
         StepCompleted,
         StepFailed,
+        StepSkipped,
         AbortRequested,
         CompensationStarted,
         SagaCompleted,

@@ -45,6 +45,18 @@ class Step:
         if "name" not in cls.__dict__:
             cls.name = cls.__name__
 
+    def should_run(self, state: Any) -> bool:
+        """Whether the step runs for this saga; asked once, when its turn comes.
+
+        Override it to make a step conditional. It is called with the state as committed
+        when the step's turn comes (before its ``step_started``), must be quick, pure and
+        synchronous, and must answer the same for the same state: after a crash it may be
+        asked again. ``False`` records ``step_skipped`` and goes on with the next step; a
+        skipped step is never compensated. An exception fails the step for good (no
+        retry) and the saga compensates the steps before it.
+        """
+        return True
+
     async def run(self, ctx: StepContext[Any]) -> Wait | None:
         """The forward action."""
         raise NotImplementedError(f"{type(self).__name__} must implement run()")
@@ -125,6 +137,10 @@ class Saga(Generic[S]):
         self.state = state
         self.steps: tuple[Step, ...] = steps
         self.step_names: tuple[str, ...] = tuple(s.name for s in steps)
+        # The steps that override should_run: only their turn needs the state decoded.
+        self.conditional: frozenset[str] = frozenset(
+            s.name for s in steps if type(s).should_run is not Step.should_run
+        )
         self.observers: tuple[Observer, ...] = tuple(observers)
 
     def __repr__(self) -> str:

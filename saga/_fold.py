@@ -26,6 +26,7 @@ from saga._bodies import (
     StepBody,
     StepCompleted,
     StepFailed,
+    StepSkipped,
     StepStarted,
     StepWaiting,
     WaitTimedOut,
@@ -280,6 +281,19 @@ class Progress:
             self.todo = None if more else Todo.COMPLETE
         self.status = self._active_status()
 
+    def _step_skipped(self, record: Folded, body: StepSkipped) -> None:
+        self._check_step(record, body)
+        if self.compensating or self.in_flight or self.handler != Handler.RUN:
+            raise ValueError("only a forward step whose turn has come can be skipped")
+        if record.step in self.started:
+            raise ValueError("a step that started cannot be skipped")
+        self.index += 1  # not completed: never compensated
+        more = self.index < len(self.steps)
+        self.handler = Handler.RUN if more else None
+        self.todo = None if more else Todo.COMPLETE
+        self.attempt = 1
+        self.status = self._active_status()
+
     def _step_failed(self, record: Folded, body: StepFailed) -> None:
         self._check_step(record, body)
         self.in_flight = False
@@ -369,6 +383,7 @@ _APPLY: dict[type[RecordBody], Callable[[Progress, Any, Any], None]] = {
     WaitTimedOut: Progress._wait_timed_out,
     StepCompleted: Progress._step_completed,
     StepFailed: Progress._step_failed,
+    StepSkipped: Progress._step_skipped,
     AbortRequested: Progress._abort_requested,
     CompensationStarted: Progress._compensation_started,
     SagaCompleted: Progress._saga_completed,

@@ -24,6 +24,7 @@ from saga._bodies import (
     StepBody,
     StepCompleted,
     StepFailed,
+    StepSkipped,
     StepStarted,
     StepWaiting,
     WaitTimedOut,
@@ -163,6 +164,8 @@ def _what(body: RecordBody, start: float) -> str:
             return "wait timed out"
         case StepCompleted():
             return "completed"
+        case StepSkipped():
+            return f"skipped: {body.reason}" + (f" (by {body.by})" if body.by else "")
         case StepFailed():
             text = f"failed: {error_text(body.error)}"
             if body.retry_at is not None:

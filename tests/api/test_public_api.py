@@ -21,7 +21,7 @@ EXPECTED_ALL = [
     "Runtime", "Saga", "SagaClosed", "SagaCompensated", "SagaCompleted", "SagaError",
     "SagaExists", "SagaExport", "SagaFailed", "SagaHandle", "SagaInfo", "SagaResumed",
     "SagaStarted", "Status", "Step", "StepBody", "StepCompleted", "StepContext", "StepFailed",
-    "StepOutcome", "StepStarted", "StepTimeout", "StepWaiting", "StoreError",
+    "StepOutcome", "StepSkipped", "StepStarted", "StepTimeout", "StepWaiting", "StoreError",
     "UnknownDefinition", "UnknownSaga", "Wait", "WaitTimedOut", "replay", "wait_for",
 ]  # fmt: skip
 
