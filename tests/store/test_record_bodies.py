@@ -45,6 +45,7 @@ FORMAT_1: dict[str, dict[str, Any]] = {
     "step_failed": {"compensating": False, "handler": "on_event", "attempt": 2,
                     "error": {"type": "Declined", "message": "no"}, "retry_at": T0 + 4,
                     "final": False},
+    "step_skipped": {"compensating": False, "reason": "not express", "by": "ops:ana"},
     "abort_requested": {"reason": "stop", "by": "cli:me@host", "effective": True},
     "compensation_started": {"error": {"type": "Declined", "message": "no", "step": "B"},
                              "failed_step": "B", "steps": ["B", "A"]},
@@ -59,6 +60,7 @@ FORMAT_1: dict[str, dict[str, Any]] = {
 # letters): the same data, without these keys.
 LEFT_OUT = {
     "saga_started": ("annotations",),
+    "step_skipped": ("by",),
     "saga_completed": ("dead_letters",),
     "saga_compensated": ("dead_letters",),
     "saga_failed": ("dead_letters",),
