@@ -22,6 +22,7 @@ _LEVELS: dict[str, int] = {
     RecordKind.STEP_FAILED: logging.WARNING,
     RecordKind.COMPENSATION_STARTED: logging.WARNING,
     RecordKind.SAGA_FAILED: logging.ERROR,
+    RecordKind.SAGA_SUSPENDED: logging.WARNING,
 }
 
 

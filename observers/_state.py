@@ -28,11 +28,15 @@ from saga import (
     SagaFailed,
     SagaInfo,
     SagaResumed,
+    SagaRetried,
+    SagaReverted,
     SagaStarted,
+    SagaSuspended,
     Status,
     StepCompleted,
     StepContext,
     StepFailed,
+    StepSkipped,
     StepWaiting,
     WaitTimedOut,
 )
@@ -101,6 +105,7 @@ class StateChangeRecorder(Observer):
         self._sink = sink
         self._before: dict[str, _Before] = {}  # saga id -> the running handler's input state
         self._aborted_wait: set[str] = set()  # sagas whose wait an abort just ended
+        self._suspended: set[str] = set()  # sagas seen suspended (an abort ends that)
 
     async def before_step(self, ctx: StepContext[Any]) -> None:
         """Remember the state the handler starts from, to tell whether it changed it."""
@@ -121,6 +126,7 @@ class StateChangeRecorder(Observer):
         if info.status.terminal:
             self._before.pop(info.saga_id, None)
             self._aborted_wait.discard(info.saga_id)
+            self._suspended.discard(info.saga_id)
         if not changed:
             return
         change = StateChange(
@@ -149,6 +155,17 @@ class StateChangeRecorder(Observer):
                 return Status.COMPENSATING
             case SagaResumed():
                 return Status.FAILED
+            case SagaSuspended():
+                self._suspended.add(info.saga_id)
+                return Status.RUNNING
+            case SagaRetried():
+                self._suspended.discard(info.saga_id)
+                return Status.SUSPENDED
+            case StepSkipped() if body.by is not None:  # an operator's skip
+                self._suspended.discard(info.saga_id)
+                return Status.SUSPENDED
+            case SagaReverted():
+                return Status.COMPLETED
             case StepWaiting():
                 return Status.COMPENSATING if body.compensating else Status.RUNNING
             case EventDelivered() | WaitTimedOut():
@@ -158,8 +175,13 @@ class StateChangeRecorder(Observer):
                 # commit, moves it on: from WAITING if the abort ended a wait.
                 if body.effective and info.status is Status.WAITING:
                     self._aborted_wait.add(info.saga_id)
+                if body.effective and info.saga_id in self._suspended:
+                    self._suspended.discard(info.saga_id)  # the abort ended a suspension
+                    return Status.SUSPENDED
                 return info.status
             case CompensationStarted():
+                if not body.failed_step and body.error and body.error.type == "Reverted":
+                    return Status.COMPENSATING  # saga_reverted moved it already
                 if info.saga_id in self._aborted_wait:
                     self._aborted_wait.discard(info.saga_id)
                     return Status.WAITING

@@ -39,6 +39,9 @@ from saga import (
     SagaFailed,
     SagaInfo,
     SagaResumed,
+    SagaRetried,
+    SagaReverted,
+    SagaSuspended,
     Status,
     StepContext,
     StepOutcome,
@@ -189,8 +192,18 @@ class TracingObserver(Observer):
                     attributes["saga.failed_step"] = body.failed_step
                 attributes["saga.compensations"] = list(body.steps)
                 self._short(f"saga {info.name} compensating", info, attributes)
-            case SagaResumed():
-                self._short(f"saga {info.name} resumed", info, _saga_attributes(info))
+            case SagaResumed() | SagaRetried() | SagaReverted():
+                verb = body.kind.removeprefix("saga_")
+                attributes = _saga_attributes(info)
+                attributes["saga.operator.reason"] = body.reason
+                if body.by is not None:
+                    attributes["saga.operator.by"] = body.by
+                self._short(f"saga {info.name} {verb}", info, attributes)
+            case SagaSuspended():
+                span = self._short(f"saga {info.name} suspended", info,
+                                   _saga_attributes(info), end=False)  # fmt: skip
+                span.set_status(StatusCode.ERROR, str(info.error) if info.error else "SUSPENDED")
+                span.end()
             case SagaCompleted() | SagaCompensated() | SagaFailed():
                 self._next.pop(info.saga_id, None)
                 self._in_flight.pop(info.saga_id, None)

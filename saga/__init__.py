@@ -18,7 +18,10 @@ from saga._bodies import SagaCompensated as SagaCompensated
 from saga._bodies import SagaCompleted as SagaCompleted
 from saga._bodies import SagaFailed as SagaFailed
 from saga._bodies import SagaResumed as SagaResumed
+from saga._bodies import SagaRetried as SagaRetried
+from saga._bodies import SagaReverted as SagaReverted
 from saga._bodies import SagaStarted as SagaStarted
+from saga._bodies import SagaSuspended as SagaSuspended
 from saga._bodies import StepBody as StepBody
 from saga._bodies import StepCompleted as StepCompleted
 from saga._bodies import StepFailed as StepFailed
@@ -31,6 +34,7 @@ from saga._definition import Saga as Saga
 from saga._definition import Step as Step
 from saga._errors import CorruptLog as CorruptLog
 from saga._errors import DefinitionMismatch as DefinitionMismatch
+from saga._errors import InvalidTransition as InvalidTransition
 from saga._errors import LeaseLost as LeaseLost
 from saga._errors import NotASagaStore as NotASagaStore
 from saga._errors import PayloadTooLarge as PayloadTooLarge
@@ -67,6 +71,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventDelivered",
+    "InvalidTransition",
     "LeaseLost",
     "NotASagaStore",
     "Observer",
@@ -88,7 +93,10 @@ __all__ = [
     "SagaHandle",
     "SagaInfo",
     "SagaResumed",
+    "SagaRetried",
+    "SagaReverted",
     "SagaStarted",
+    "SagaSuspended",
     "Status",
     "Step",
     "StepBody",

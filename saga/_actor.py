@@ -10,7 +10,8 @@ them, or, for entries another process stored (the command line), as a `Refresh` 
 makes the actor re-read its pending inbox from the store.
 
 The actor is the one place that builds and commits a saga's records: a new saga's first
-commit (`create`), an operator's resume (`resume`) and every later transition. It asks the
+commit (`create`), an operator's action on a saga no actor runs (`operate`: resume, retry,
+skip, revert, an abort of a SUSPENDED saga) and every later transition. It asks the
 engine that runs it only for what `ActorHost` names.
 """
 
@@ -33,7 +34,10 @@ from saga._bodies import (
     SagaCompleted,
     SagaFailed,
     SagaResumed,
+    SagaRetried,
+    SagaReverted,
     SagaStarted,
+    SagaSuspended,
     StepFailed,
     StepSkipped,
     StepStarted,
@@ -61,6 +65,7 @@ from saga._records import (
 )
 from saga._requests import decode_request
 from saga._store import Append, InboxItem, InboxKind, SagaRow, Store
+from saga._store._vocabulary import REQUEST_STATUS
 from saga._timers import TimerService
 
 __all__ = ["Actor", "ActorHost", "Close", "Message", "Refresh", "Wake"]
@@ -72,6 +77,10 @@ T = TypeVar("T")
 # A first commit refused for a lost lease is tried again under a new one.
 _START_ATTEMPTS = 3
 _RESUME_ATTEMPTS = 2
+
+# The operator actions a runtime performs on a saga no actor runs, and the status each
+# needs (an abort needs SUSPENDED: an open saga's abort is its actor's).
+OPERATIONS = {**REQUEST_STATUS, InboxKind.ABORT: Status.SUSPENDED.value}
 
 
 class Wake:
@@ -133,6 +142,9 @@ class ActorHost(Protocol):
 
     def saga_finished(self, saga_id: str, final: Callable[[], SagaInfo] | None = None) -> None:
         """The saga ended; ``final`` gives its `SagaInfo` to whoever waits for that."""
+
+    def perform(self, item: InboxItem) -> None:
+        """Perform an operator request this actor cannot (an abort of a SUSPENDED saga)."""
 
 
 class Actor:
@@ -202,18 +214,28 @@ class Actor:
         )
 
     async def resume(self, reason: str, by: str | None, request: str | None) -> bool:
-        """Write ``saga_resumed``: the actor was made with the fold of a ``FAILED`` saga.
+        """Write ``saga_resumed`` (see `operate`)."""
+        return await self.operate(InboxKind.RESUME, reason, by, request)
 
-        Once it is committed, the engine registers, announces and runs the actor as after
-        `create`; the actor then reads its pending inbox and compensates.
+    async def operate(self, kind: str, reason: str, by: str | None, request: str | None) -> bool:
+        """Write an operator's record: the actor was made with the fold of a saga no actor
+        runs, in the status ``kind`` needs (`OPERATIONS`).
+
+        ``resume`` (``FAILED``) writes ``saga_resumed``; ``retry`` (``SUSPENDED``)
+        ``saga_retried``; ``skip`` (``SUSPENDED``) ``step_skipped`` with ``by``; ``abort``
+        (``SUSPENDED``) an effective ``abort_requested``; ``revert`` (``COMPLETED``)
+        ``saga_reverted``. The write is conditional on that status (and takes the saga over
+        on a shared store). Once it is committed, the engine registers, announces and runs
+        the actor as after `create`; the actor then reads its pending inbox and goes on.
 
         Args:
-            reason: why it may continue now.
-            by: who resumed it.
+            kind: the action, an `InboxKind` in `OPERATIONS`.
+            reason: why.
+            by: who asked.
             request: the inbox entry asking for it, consumed in the same commit.
 
         Returns:
-            Whether it was written: ``False`` if the saga is no longer ``FAILED``.
+            Whether it was written: ``False`` if the saga is no longer in that status.
 
         Raises:
             DefinitionMismatch: its definition is not registered here.
@@ -224,10 +246,26 @@ class Actor:
         self._prepare(progress, state)
         if request is not None:
             self._consumed.append(request)
-        self._add(SagaResumed(reason=reason, by=by), progress.step)
+            self._taken.add(request)
+        step = progress.step
+        body: RecordBody
+        if kind == InboxKind.RESUME:
+            body = SagaResumed(reason=reason, by=by)
+        elif kind == InboxKind.RETRY:
+            body = SagaRetried(reason=reason, by=by)
+        elif kind == InboxKind.SKIP:
+            body = StepSkipped(reason=reason, by=by)
+        elif kind == InboxKind.REVERT:
+            body = SagaReverted(reason=reason, by=by)
+        else:
+            assert kind == InboxKind.ABORT
+            body = AbortRequested(reason=reason, by=by, effective=True)
+            step = progress.abort_step
+        self._add(body, step)
         store = self._engine.store
+        status = OPERATIONS[kind]
         return await self._first_commit(
-            lambda append: store.append_if(append, status=Status.FAILED.value), _RESUME_ATTEMPTS
+            lambda append: store.append_if(append, status=status), _RESUME_ATTEMPTS
         )
 
     async def announce(self) -> None:
@@ -285,7 +323,8 @@ class Actor:
                 self._abort = self._abort or message
             elif message.kind == InboxKind.EVENT:
                 self._events.setdefault(message.event_id, message)
-            # A resume request is the runtime's business, never the actor's.
+            # A resume, retry, skip or revert request is the runtime's business
+            # (`Engine.operate`), never the actor's.
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -320,6 +359,14 @@ class Actor:
             if progress.terminal:
                 self._engine.saga_finished(self.saga_id, self._final_info)
                 return
+            if progress.status is Status.SUSPENDED:  # nothing runs until an operator acts
+                if self._engine.try_passivate(self):
+                    abort, self._abort = self._abort, None
+                    if abort is not None:  # a runtime performs it (`Engine.operate`)
+                        self._engine.perform(abort)
+                    return
+                self._accept(await self._inbound.receive())
+                continue
             if invocation is not None:
                 await self._invoke(progress, invocation)
                 continue
@@ -346,7 +393,8 @@ class Actor:
         now = self._engine.clock.now()
         while not p.terminal:
             step = p.step
-            if self._abort is not None:
+            suspends = p.todo == Todo.COMPENSATE and self._suspends(p, saga)
+            if self._abort is not None and p.status is not Status.SUSPENDED and not suspends:
                 what = f"saga {self.saga_id!r}: abort request {self._abort.event_id!r}"
                 reason, by = decode_request(self._abort.payload, what)
                 abort, self._abort = self._abort, None
@@ -366,6 +414,11 @@ class Actor:
                 failed = SagaFailed(error=p.error, remaining=list(p.queue),
                                     dead_letters=self._dead_letters())  # fmt: skip
                 self._add(failed, step)
+            elif suspends:
+                suspended = SagaSuspended(error=p.error, handler=p.failed_handler or Handler.RUN)
+                self._add(suspended, step)
+            elif p.status is Status.SUSPENDED:
+                return None  # an abort waiting here is the runtime's (see `_drive`)
             elif p.todo == Todo.COMPENSATE:
                 queue = self._compensation_queue(p, saga)
                 self._add(CompensationStarted(error=p.error, failed_step=p.failed_step,
@@ -413,6 +466,14 @@ class Actor:
             else:  # pragma: no cover - the fold always leaves something to do or wait for
                 raise AssertionError(f"saga {self.saga_id!r} has nothing to do at seq {p.seq}")
         return None
+
+    @staticmethod
+    def _suspends(p: Progress, saga: Saga[Any]) -> bool:
+        """Whether the forward step that has just failed for good suspends the saga."""
+        failed = p.failed_step
+        if not p.exhausted or failed is None:
+            return False
+        return saga.steps[saga.step_names.index(failed)].on_exhausted == "suspend"
 
     def _skips(self, p: Progress, saga: Saga[Any], step: str) -> bool:
         """Whether the step whose turn has just come does not run (``should_run``); if so,
@@ -494,7 +555,7 @@ class Actor:
             self._sealed = []
 
     async def _first_commit(self, write: Callable[[Append], Awaitable[T]], attempts: int) -> T:
-        """Commit the records that bring a saga to this worker: `create`, `resume`.
+        """Commit the records that bring a saga to this worker: `create`, `operate`.
 
         Nothing may come to a worker under a lease another worker may already have counted
         dead: a write refused for a lost lease (`LeaseLost`, nothing written) is tried again

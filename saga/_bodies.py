@@ -27,7 +27,10 @@ __all__ = [
     "SagaCompleted",
     "SagaFailed",
     "SagaResumed",
+    "SagaRetried",
+    "SagaReverted",
     "SagaStarted",
+    "SagaSuspended",
     "StepBody",
     "StepCompleted",
     "StepFailed",
@@ -55,6 +58,9 @@ class RecordKind(enum.StrEnum):
     SAGA_COMPENSATED = "saga_compensated"
     SAGA_FAILED = "saga_failed"
     SAGA_RESUMED = "saga_resumed"
+    SAGA_SUSPENDED = "saga_suspended"
+    SAGA_RETRIED = "saga_retried"
+    SAGA_REVERTED = "saga_reverted"
 
 
 # gc=False: a body holds plain values, never anything that refers back to it, so it cannot
@@ -219,11 +225,13 @@ class StepCompleted(StepBody, frozen=True, kw_only=True):
 
 class StepSkipped(StepBody, frozen=True, kw_only=True):
     """``step_skipped``: the step's turn came and it will not run (its ``should_run`` said
-    no); it is never compensated.
+    no), or an operator skipped a ``SUSPENDED`` saga's failed step; it is never
+    compensated.
 
     Attributes:
         reason: why.
-        by: who decided, when a person did; ``None`` for ``should_run``.
+        by: who decided, when a person did (an operator's skip); ``None`` for
+            ``should_run``.
     """
 
     kind: ClassVar[str] = RecordKind.STEP_SKIPPED.value
@@ -372,6 +380,57 @@ class SagaResumed(RecordBody, frozen=True, kw_only=True):
         return {"reason": self.reason, "by": self.by}
 
 
+class SagaSuspended(RecordBody, frozen=True, kw_only=True):
+    """``saga_suspended``: a step whose ``on_exhausted`` is ``"suspend"`` failed for good
+    (the record's ``step``); the saga waits for an operator's retry, skip or abort.
+
+    Attributes:
+        error: the step's error (the final ``step_failed``'s).
+        handler: the handler that failed, which a retry runs again.
+    """
+
+    kind: ClassVar[str] = RecordKind.SAGA_SUSPENDED.value
+    error: ErrorInfo | None = None
+    handler: str = "run"
+
+    def data(self) -> dict[str, Any]:
+        return {"error": _error_data(self.error), "handler": self.handler}
+
+
+class SagaRetried(RecordBody, frozen=True, kw_only=True):
+    """``saga_retried``: an operator sent a ``SUSPENDED`` saga back to its failed handler,
+    with a fresh retry budget.
+
+    Attributes:
+        reason: why it may succeed now.
+        by: who asked.
+    """
+
+    kind: ClassVar[str] = RecordKind.SAGA_RETRIED.value
+    reason: str = ""
+    by: str | None = None
+
+    def data(self) -> dict[str, Any]:
+        return {"reason": self.reason, "by": self.by}
+
+
+class SagaReverted(RecordBody, frozen=True, kw_only=True):
+    """``saga_reverted``: an operator asked to undo a ``COMPLETED`` saga; every step it
+    completed is compensated, in reverse (``compensation_started`` follows).
+
+    Attributes:
+        reason: why.
+        by: who asked.
+    """
+
+    kind: ClassVar[str] = RecordKind.SAGA_REVERTED.value
+    reason: str = ""
+    by: str | None = None
+
+    def data(self) -> dict[str, Any]:
+        return {"reason": self.reason, "by": self.by}
+
+
 def _error_data(error: ErrorInfo | None) -> dict[str, Any] | None:
     if error is None:
         return None
@@ -396,5 +455,8 @@ BODIES: dict[str, type[RecordBody]] = {
         SagaCompensated,
         SagaFailed,
         SagaResumed,
+        SagaSuspended,
+        SagaRetried,
+        SagaReverted,
     )
 }

@@ -19,6 +19,9 @@ __all__ = ["Saga", "Step"]
 S = TypeVar("S", bound=msgspec.Struct)
 
 
+ON_EXHAUSTED = ("compensate", "suspend")
+
+
 class Step:
     """Base class of a saga step. Override ``run``; every other handler is optional.
 
@@ -29,6 +32,10 @@ class Step:
             backoff from 1 s up to 30 s).
         compensate_on_failure: whether ``compensate`` runs for this step when it is the step
             that failed (it always runs once the step has completed).
+        on_exhausted: what the saga does when a forward handler of this step fails for
+            good (its attempts used up, or a non-retryable error): ``"compensate"``
+            (default) compensates; ``"suspend"`` records ``saga_suspended`` and the saga
+            waits, ``SUSPENDED``, for an operator's ``retry``, ``skip`` or ``abort``.
 
     Each handler returns ``None`` (done) or a `Wait` from `wait_for` (continue).
     """
@@ -39,6 +46,7 @@ class Step:
         max_attempts=5, initial_interval=1.0, backoff=2.0, max_interval=30.0
     )
     compensate_on_failure: ClassVar[bool] = True
+    on_exhausted: ClassVar[str] = "compensate"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -131,6 +139,11 @@ class Saga(Generic[S]):
                 what = f"step {step.name!r} {field}"
                 if not isinstance(policy, RetryPolicy):
                     raise TypeError(f"{what} must be a saga.RetryPolicy, got {policy!r}")
+            if step.on_exhausted not in ON_EXHAUSTED:
+                raise ValueError(
+                    f"step {step.name!r} on_exhausted must be 'compensate' or 'suspend', "
+                    f"got {step.on_exhausted!r}"
+                )
             seen.add(step.name)
         self.name = name
         self.version = version

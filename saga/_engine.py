@@ -21,7 +21,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from saga._actor import Actor, Close, Message, Refresh, Wake
+from saga._actor import OPERATIONS, Actor, Close, Message, Refresh, Wake
 from saga._clock import Clock
 from saga._definition import Saga
 from saga._definitions import Definitions
@@ -40,6 +40,7 @@ from saga._info import ErrorInfo, SagaInfo, Status
 from saga._records import decode_stored_record
 from saga._store import InboxItem, InboxKind, SagaRow, SendResult, Store
 from saga._store._base import CLAIM_BATCH
+from saga._store._vocabulary import RUNTIME_REQUESTS
 from saga._timers import TimerService
 from saga._watch import keep_ownership, take_request, watch_inbox
 
@@ -149,7 +150,9 @@ class Engine:
     async def recover(self) -> int:
         """Resume every non-terminal saga from its log; park the ones that cannot be.
 
-        Also acts on resume requests left for ``FAILED`` sagas while no runtime ran.
+        Also acts on the requests a runtime performs (resume, retry, skip, revert, an abort
+        of a ``SUSPENDED`` saga) left while no runtime ran. A ``SUSPENDED`` saga is not
+        open: it stays as it is.
 
         Returns:
             The inbox mark `watch_inbox` starts from: recovery covered everything before it.
@@ -159,7 +162,9 @@ class Engine:
             while len(await self.claim_orphans(sweep=True)) == CLAIM_BATCH:
                 pass  # a full batch: there may be more
         mail = await self._pending_mail()
-        requests = await self.store.pending_inbox(InboxKind.RESUME)
+        requests: list[InboxItem] = []
+        for kind in RUNTIME_REQUESTS:
+            requests += await self.store.pending_inbox(kind)
         # Fold everything first, then activate: actors that started while logs still
         # stream would compete with the streaming for the event loop and the store.
         folded: list[Progress] = []
@@ -185,6 +190,15 @@ class Engine:
             self.activate(saga_id, progress, inbox=items)  # the actor need not read its inbox
         if folded or parked:
             logger.info("recovered %d open sagas, parked %d", len(folded), parked)
+        # An abort left for a saga not open here may be for a SUSPENDED one: a runtime's.
+        opened = {progress.saga_id for progress in folded}
+        for saga_id, items in mail.items():
+            aborts = [item for item in items if item.kind == InboxKind.ABORT]
+            if aborts and saga_id not in opened:
+                row = await self.store.saga(saga_id)
+                if row is not None and row.status == Status.SUSPENDED.value:
+                    requests += aborts
+        requests.sort(key=lambda item: item.id)
         for item in requests:
             await take_request(self, item)
         return mark
@@ -264,26 +278,42 @@ class Engine:
     async def resume(
         self, saga_id: str, reason: str, by: str | None, *, request: str | None = None
     ) -> bool:
-        """Send a ``FAILED`` saga back to compensating; ``False`` if it is not ``FAILED``.
+        """Send a ``FAILED`` saga back to compensating; ``False`` if it is not ``FAILED``."""
+        return await self.operate(InboxKind.RESUME, saga_id, reason, by, request=request) is None
 
-        ``request`` is the inbox entry asking for it, consumed in the same commit. The
-        resumed saga becomes this worker's (shared stores).
+    async def operate(
+        self, kind: str, saga_id: str, reason: str, by: str | None, *, request: str | None = None
+    ) -> Status | None:
+        """Perform an operator action on a saga no actor runs (`Actor.operate`).
+
+        ``resume`` needs it ``FAILED``, ``retry``, ``skip`` and ``abort`` ``SUSPENDED``,
+        ``revert`` ``COMPLETED``. ``request`` is the inbox entry asking for it, consumed in
+        the same commit. The saga becomes this worker's (shared stores) and runs here.
+
+        Returns:
+            ``None`` if it was done; else the status that does not allow it (nothing was
+            stored).
         """
         progress = await self.fold(saga_id)
-        if progress.status is not Status.FAILED:
-            return False
+        if progress.status.value != OPERATIONS[kind]:
+            return progress.status
         actor = Actor(self, saga_id, progress)
         try:
-            resumed = await actor.resume(reason, by, request)
+            done = await actor.operate(kind, reason, by, request)
         except BaseException:
             actor.discard()
             raise
-        if not resumed:
+        if not done:
             actor.discard()
-            return False
+            return (await self.fold(saga_id)).status
         self.unpark(saga_id)
         await self._hand_over(actor)
-        return True
+        return None
+
+    def perform(self, item: InboxItem) -> None:
+        """Perform an operator request in the background (`take_request`)."""
+        if self.tg is not None and not self.closing:
+            self.tg.start_soon(take_request, self, item)
 
     async def _hand_over(self, actor: Actor) -> None:
         """Run an actor whose first records are committed.

@@ -12,6 +12,7 @@
     ├── DefinitionMismatch     the log names a definition or steps this runtime lacks
     ├── CorruptLog             a stored record cannot be decoded or folded
     ├── PoisonStep             a handler was interrupted by crashes too many times
+    ├── InvalidTransition      an operator action the saga's status does not allow
     └── StoreError             the store cannot be opened or used
         ├── NotASagaStore      the file exists but is not a saga store
         └── LeaseLost          this worker no longer owns the saga (shared stores)
@@ -25,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "CorruptLog",
     "DefinitionMismatch",
+    "InvalidTransition",
     "LeaseLost",
     "NotASagaStore",
     "PayloadTooLarge",
@@ -77,6 +79,12 @@ class CorruptLog(SagaError):
 
 class PoisonStep(SagaError):
     """A handler was interrupted by a crash more than ``max_recoveries`` times."""
+
+
+class InvalidTransition(SagaError):
+    """An operator action in a status that does not allow it (``retry`` or ``skip`` of a
+    saga that is not ``SUSPENDED``, ``revert`` of one that is not ``COMPLETED``); nothing
+    was stored."""
 
 
 class StoreError(SagaError):

@@ -22,7 +22,10 @@ from saga._bodies import (
     SagaCompleted,
     SagaFailed,
     SagaResumed,
+    SagaRetried,
+    SagaReverted,
     SagaStarted,
+    SagaSuspended,
     StepBody,
     StepCompleted,
     StepFailed,
@@ -100,6 +103,10 @@ class Progress:
         self.error: ErrorInfo | None = None  # why it compensates, or why it failed
         self.cause: ErrorInfo | None = None  # why compensation started
         self.failed_step: str | None = None
+        # The current forward step failed for good (its attempts used up): its definition
+        # decides between compensation_started and saga_suspended.
+        self.exhausted = False
+        self.failed_handler: str | None = None  # the handler that failed for good
 
     @classmethod
     def from_records(cls, records: Sequence[Folded]) -> Progress:
@@ -192,7 +199,7 @@ class Progress:
         """
         if record.seq != self.seq + 1:
             raise CorruptLog(f"record seq {record.seq} follows seq {self.seq}")
-        if self.terminal and record.kind != RecordKind.SAGA_RESUMED:
+        if self.terminal and record.kind not in _AFTER_TERMINAL:
             raise CorruptLog(f"{record.kind} after the terminal record at seq {self.seq}")
         body = record.body
         apply = _APPLY.get(type(body))
@@ -283,9 +290,14 @@ class Progress:
 
     def _step_skipped(self, record: Folded, body: StepSkipped) -> None:
         self._check_step(record, body)
-        if self.compensating or self.in_flight or self.handler != Handler.RUN:
+        if self.status is Status.SUSPENDED:  # an operator skips the step that failed
+            self.error = None
+            self.failed_step = self.failed_handler = None
+            self.event = None
+            self.recoveries = 0
+        elif self.compensating or self.in_flight or self.handler != Handler.RUN:
             raise ValueError("only a forward step whose turn has come can be skipped")
-        if record.step in self.started:
+        elif record.step in self.started:
             raise ValueError("a step that started cannot be skipped")
         self.index += 1  # not completed: never compensated
         more = self.index < len(self.steps)
@@ -307,6 +319,8 @@ class Progress:
             else:
                 self.todo = Todo.COMPENSATE
                 self.failed_step = record.step
+                self.exhausted = True
+                self.failed_handler = body.handler
         else:
             self.handler = body.handler
             self.attempt = body.attempt + 1
@@ -319,6 +333,9 @@ class Progress:
         if not self.can_abort:
             raise ValueError("an effective abort outside the forward phase")
         step = self.abort_step
+        if self.status is Status.SUSPENDED:  # open again: it compensates next
+            self.status = Status.RUNNING
+        self.exhausted = False
         self.error = ErrorInfo(type="Aborted", message=body.reason, step=step)
         self.failed_step = step
         self.handler = None
@@ -331,6 +348,7 @@ class Progress:
     def _compensation_started(self, record: Folded, body: CompensationStarted) -> None:
         if self.todo != Todo.COMPENSATE:
             raise ValueError("compensation_started without a failure or abort")
+        self.exhausted = False
         queue = list(body.steps)
         unknown = set(queue) - set(self.started)
         if unknown:
@@ -374,6 +392,44 @@ class Progress:
         self.in_flight = False
         self.recoveries = 0
 
+    def _saga_suspended(self, record: Folded, body: SagaSuspended) -> None:
+        if self.todo != Todo.COMPENSATE or not self.exhausted or self.compensating:
+            raise ValueError("saga_suspended without a forward step that failed for good")
+        if record.step != self.step or record.step is None:
+            raise ValueError(f"saga_suspended names step {record.step!r}, not {self.step!r}")
+        self.todo = None
+        self.exhausted = False
+        self.handler = None
+        self.failed_handler = body.handler
+        if body.error is not None:
+            self.error = body.error
+        self.status = Status.SUSPENDED
+
+    def _saga_retried(self, record: Folded, body: SagaRetried) -> None:
+        if self.status is not Status.SUSPENDED:
+            raise ValueError("saga_retried on a saga that is not SUSPENDED")
+        handler = self.failed_handler
+        self.handler = handler if handler in Handler.ALL else Handler.RUN
+        self.attempt = 1
+        self.error = None
+        self.failed_step = self.failed_handler = None
+        self.in_flight = False
+        self.recoveries = 0
+        self.retry_at = None
+        self.status = Status.RUNNING
+
+    def _saga_reverted(self, record: Folded, body: SagaReverted) -> None:
+        if self.status is not Status.COMPLETED:
+            raise ValueError("saga_reverted on a saga that is not COMPLETED")
+        self.todo = Todo.COMPENSATE
+        self.failed_step = None
+        self.error = ErrorInfo(type="Reverted", message=body.reason, step=None)
+        self.status = Status.COMPENSATING
+
+
+# The records that may follow a terminal one: an operator's resume (FAILED) or revert
+# (COMPLETED); each checks the status it needs.
+_AFTER_TERMINAL = frozenset({RecordKind.SAGA_RESUMED.value, RecordKind.SAGA_REVERTED.value})
 
 # How each body moves the fold (saga_started opens it: `Progress.__init__`).
 _APPLY: dict[type[RecordBody], Callable[[Progress, Any, Any], None]] = {
@@ -390,6 +446,9 @@ _APPLY: dict[type[RecordBody], Callable[[Progress, Any, Any], None]] = {
     SagaCompensated: Progress._saga_compensated,
     SagaFailed: Progress._saga_failed,
     SagaResumed: Progress._saga_resumed,
+    SagaSuspended: Progress._saga_suspended,
+    SagaRetried: Progress._saga_retried,
+    SagaReverted: Progress._saga_reverted,
 }
 
 

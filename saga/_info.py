@@ -17,7 +17,11 @@ __all__ = [
 
 
 class Status(enum.StrEnum):
-    """Where a saga stands. ``COMPLETED``, ``COMPENSATED`` and ``FAILED`` are terminal."""
+    """Where a saga stands. ``COMPLETED``, ``COMPENSATED`` and ``FAILED`` are terminal.
+
+    ``SUSPENDED`` (a step whose ``on_exhausted`` is ``"suspend"`` used up its attempts) is
+    not terminal, yet nothing runs: the saga waits for an operator's retry, skip or abort.
+    """
 
     RUNNING = "RUNNING"
     WAITING = "WAITING"
@@ -25,6 +29,7 @@ class Status(enum.StrEnum):
     COMPLETED = "COMPLETED"
     COMPENSATED = "COMPENSATED"
     FAILED = "FAILED"
+    SUSPENDED = "SUSPENDED"
 
     @property
     def terminal(self) -> bool:

@@ -16,11 +16,12 @@ from typing import Any, Self
 import msgspec
 from opentelemetry import propagate
 
+from saga._actor import OPERATIONS
 from saga._clock import Clock, SystemClock
 from saga._definition import Saga
 from saga._definitions import Definitions
 from saga._engine import Engine
-from saga._errors import CorruptLog, SagaClosed, UnknownSaga
+from saga._errors import CorruptLog, InvalidTransition, SagaClosed, UnknownSaga
 from saga._export import SagaExport
 from saga._handle import SagaHandle
 from saga._index import dead_letter
@@ -229,9 +230,10 @@ class Runtime:
     async def abort(self, saga_id: str, reason: str, *, by: str = "api") -> None:
         """Operator action: stop a saga where it is and compensate; durable before it returns.
 
-        The current step counts as the failing step. A handler that is running finishes
-        first; a saga already compensating or terminal is left as it is. The log records
-        ``abort_requested`` with ``reason`` and ``by``.
+        The current step counts as the failing step (of a ``SUSPENDED`` saga: the step that
+        failed). A handler that is running finishes first; a saga already compensating or
+        terminal is left as it is. The log records ``abort_requested`` with ``reason`` and
+        ``by``.
 
         Args:
             saga_id: the saga.
@@ -246,7 +248,59 @@ class Runtime:
         check_name(saga_id, "saga_id")
         body = encode_request(reason, by, self._engine.max_payload_bytes)
         event_id = "abort-" + uuid.uuid4().hex
-        await self._engine.put(saga_id, event_id, InboxKind.ABORT, "abort", body)
+        result = await self._engine.put(saga_id, event_id, InboxKind.ABORT, "abort", body)
+        if result is SendResult.FORWARDED:
+            # Another worker owned the saga; if it is SUSPENDED (no actor anywhere), any
+            # runtime performs the abort, this one included.
+            await self._engine.operate(InboxKind.ABORT, saga_id, reason, by, request=event_id)
+
+    async def retry(self, saga_id: str, *, reason: str, by: str = "api") -> None:
+        """Operator action: run a ``SUSPENDED`` saga's failed handler again, with a fresh
+        retry budget. The log records ``saga_retried`` with ``reason`` and ``by``.
+
+        Raises:
+            InvalidTransition: the saga is not ``SUSPENDED`` (nothing is stored).
+            UnknownSaga: no saga has this id.
+            DefinitionMismatch: its definition is not registered with this runtime.
+            TypeError / ValueError: a bad ``reason`` or ``by``.
+        """
+        await self._operate(InboxKind.RETRY, saga_id, reason, by)
+
+    async def skip(self, saga_id: str, *, reason: str, by: str = "api") -> None:
+        """Operator action: give up a ``SUSPENDED`` saga's failed step and go on with the
+        next one. The log records ``step_skipped`` with ``reason`` and ``by``; a skipped
+        step is never compensated.
+
+        Raises:
+            InvalidTransition: the saga is not ``SUSPENDED`` (nothing is stored).
+            UnknownSaga: no saga has this id.
+            DefinitionMismatch: its definition is not registered with this runtime.
+            TypeError / ValueError: a bad ``reason`` or ``by``.
+        """
+        await self._operate(InboxKind.SKIP, saga_id, reason, by)
+
+    async def revert(self, saga_id: str, *, reason: str, by: str = "api") -> None:
+        """Operator action: undo a ``COMPLETED`` saga: every step's ``compensate`` runs, in
+        reverse order; it ends ``COMPENSATED`` (or ``FAILED`` if a compensation fails for
+        good). The log records ``saga_reverted`` with ``reason`` and ``by``.
+
+        Raises:
+            InvalidTransition: the saga is not ``COMPLETED`` (nothing is stored).
+            UnknownSaga: no saga has this id.
+            DefinitionMismatch: its definition is not registered with this runtime.
+            TypeError / ValueError: a bad ``reason`` or ``by``.
+        """
+        await self._operate(InboxKind.REVERT, saga_id, reason, by)
+
+    async def _operate(self, kind: str, saga_id: str, reason: str, by: str) -> None:
+        self._engine.running()
+        check_name(saga_id, "saga_id")
+        encode_request(reason, by, self._engine.max_payload_bytes)  # the same checks as abort
+        status = await self._engine.operate(kind, saga_id, reason, by)
+        if status is not None:
+            raise InvalidTransition(
+                f"cannot {kind} saga {saga_id!r}: it is {status.value}, not {OPERATIONS[kind]}"
+            )
 
     async def resume(
         self, saga_id: str, reason: str = "operator resume", *, by: str = "api"

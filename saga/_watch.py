@@ -18,8 +18,10 @@ from typing import Protocol
 import anyio
 
 from saga._errors import StoreError
+from saga._info import Status
 from saga._requests import decode_request
 from saga._store import InboxItem, InboxKind, Store
+from saga._store._vocabulary import RUNTIME_REQUESTS
 
 __all__ = ["INBOX_POLL_INTERVAL", "Host", "keep_ownership", "take_request", "watch_inbox"]
 
@@ -44,10 +46,11 @@ class Host(Protocol):
     def notify(self, saga_id: str) -> None:
         """The saga's inbox changed in the store behind this runtime's back."""
 
-    async def resume(
-        self, saga_id: str, reason: str, by: str | None, *, request: str | None = None
-    ) -> bool:
-        """Send a ``FAILED`` saga back to compensating, consuming ``request``."""
+    async def operate(
+        self, kind: str, saga_id: str, reason: str, by: str | None, *, request: str | None = None
+    ) -> Status | None:
+        """Perform an operator action on a saga no actor runs, consuming ``request``;
+        ``None`` if done, else the status that does not allow it."""
 
     async def renew_lease(self, stale: int | None = None) -> None:
         """Renew this worker's lease, or register again if it ran out."""
@@ -78,20 +81,24 @@ async def watch_inbox(engine: Host, mark: int) -> None:
 
 
 async def take_request(engine: Host, item: InboxItem) -> None:
-    """Hand an entry another process stored to its saga, or perform a resume request."""
+    """Hand an entry another process stored to its saga, or perform a request a runtime
+    performs: resume, retry, skip, revert, or an abort of a ``SUSPENDED`` saga (which has
+    no actor; an abort of any other saga goes to its actor)."""
     if engine.closing:
         return
-    if item.kind != InboxKind.RESUME:
+    if item.kind not in RUNTIME_REQUESTS and item.kind != InboxKind.ABORT:
         engine.notify(item.saga_id)
         return
     by: str | None = "someone"
     try:  # a request, even an unreadable one, must never take the runtime down
-        what = f"saga {item.saga_id!r}: resume request {item.event_id!r}"
+        what = f"saga {item.saga_id!r}: {item.kind} request {item.event_id!r}"
         reason, by = decode_request(item.payload, what=what)
-        await engine.resume(item.saga_id, reason, by, request=item.event_id)
+        status = await engine.operate(item.kind, item.saga_id, reason, by, request=item.event_id)
+        if item.kind == InboxKind.ABORT and status is not None and not status.terminal:
+            engine.notify(item.saga_id)  # an open saga: its actor takes the abort
     except Exception as error:
-        logger.warning("cannot resume saga %r as requested by %s: %s", item.saga_id, by,
-                       error)  # fmt: skip
+        logger.warning("cannot %s saga %r as requested by %s: %s", item.kind, item.saga_id,
+                       by, error)  # fmt: skip
 
 
 async def keep_ownership(engine: Host) -> None:

@@ -147,6 +147,9 @@ async def show(store: Store, args: argparse.Namespace) -> Output:
         pairs.append(("problem", problem))
     if info.status is Status.FAILED:
         pairs.append(("next", f"fix the cause, then: saga resume {row.saga_id}"))
+    if info.status is Status.SUSPENDED:
+        i = row.saga_id
+        pairs.append(("next", f"saga retry {i}, saga skip {i} or saga abort {i} (--reason)"))
     text = [f"saga {row.saga_id} ({info.name} v{info.version})", *fields(pairs), ""]
     direction = {"forward": "fwd", "compensating": "comp", None: ""}
     cells = [[str(e.seq), offset(e.offset), e.step or "-", direction[e.direction],

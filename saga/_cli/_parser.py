@@ -17,9 +17,9 @@ MAX_SEQ = 2**31 - 1  # a record's seq is a 32-bit integer in the stores
 _DESCRIPTION = """\
 Look at and steer the sagas in a store, from their logs, while the service runs.
 
-Read commands open the store read-only and never block the service. 'abort' and
-'resume' leave a durable request in the store; the runtime that owns the store
-acts on it within a second (or when it next starts)."""
+Read commands open the store read-only and never block the service. 'abort',
+'resume', 'retry', 'skip' and 'revert' leave a durable request in the store; the
+runtime that owns the store acts on it within a second (or when it next starts)."""
 
 _EPILOG = """\
 The store is --db URL, else $SAGA_DB, else sqlite:///saga.db.
@@ -39,6 +39,9 @@ _EXAMPLES = {
     "replay": "saga replay t-1 --at 5",
     "abort": 'saga abort t-1 --reason "customer cancelled"',
     "resume": 'saga resume t-1 --reason "refund service fixed"',
+    "retry": 'saga retry t-1 --reason "card processor is back"',
+    "skip": 'saga skip t-1 --reason "charged by phone"',
+    "revert": 'saga revert t-1 --reason "order cancelled after delivery"',
     "dead-letters": "saga dead-letters t-1",
     "export": "saga export t-1 -o t-1.json",
     "stats": "saga stats --json",
@@ -148,10 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, summary in (
         ("abort", "Ask the runtime to stop a saga where it is and compensate."),
         ("resume", "Ask the runtime to run a FAILED saga's remaining compensations again."),
+        ("retry", "Ask the runtime to run a SUSPENDED saga's failed step again."),
+        ("skip", "Ask the runtime to skip a SUSPENDED saga's failed step and go on."),
+        ("revert", "Ask the runtime to compensate every step of a COMPLETED saga."),
     ):
         sub = command(name, summary)
         sub.add_argument("saga_id", metavar="ID", type=_saga_id, help="the saga id")
-        if name == "abort":
+        if name != "resume":
             sub.add_argument("--reason", type=_reason, required=True,
                              help="why (recorded in the log)")  # fmt: skip
         else:

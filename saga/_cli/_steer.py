@@ -1,4 +1,5 @@
-"""The write commands, abort and resume: a durable request the owning runtime acts on.
+"""The write commands, abort, resume, retry, skip and revert: a durable request the owning
+runtime acts on.
 
 The command line never takes the store's lock and never writes a saga's log. It stores a
 request in the saga's inbox (with the same atomic checks the runtime's own calls use),
@@ -23,6 +24,7 @@ from saga._errors import UnknownSaga
 from saga._info import Status
 from saga._requests import encode_request
 from saga._store import InboxKind, SendResult, Store
+from saga._store._vocabulary import REQUEST_STATUS
 from saga._validate import MAX_NAME_LENGTH
 
 __all__ = ["WRITERS", "operator"]
@@ -68,9 +70,10 @@ async def _request(store: Store, args: argparse.Namespace, kind: str) -> Output:
     status = await _status(store, saga_id)
     data = {"saga_id": saga_id, "request": kind, "request_id": None, "by": by,
             "reason": args.reason, "outcome": "", "status": status}  # fmt: skip
-    if result is SendResult.REFUSED:  # only a resume is refused
+    if result is SendResult.REFUSED:  # a request a runtime performs, in another status
+        needed = REQUEST_STATUS[kind]
         raise ValueError(
-            f"saga {saga_id!r} is {status}, not FAILED: only a FAILED saga can be resumed"
+            f"saga {saga_id!r} is {status}, not {needed}: only a {needed} saga can be {_DONE[kind]}"
         )
     if result not in (SendResult.STORED, SendResult.FORWARDED):  # an abort of a saga that ended
         data["outcome"] = "ended"
@@ -94,7 +97,7 @@ async def _request(store: Store, args: argparse.Namespace, kind: str) -> Output:
     else:
         then = (
             "The request is stored but not taken yet: no runtime is running on this store. "
-            "The next runtime to open it resumes the saga."
+            f"The next runtime to open it acts on it ({kind})."
         )
     return Output(data, wrap(first, WIDTH) + wrap(then, WIDTH))
 
@@ -107,4 +110,23 @@ async def resume(store: Store, args: argparse.Namespace) -> Output:
     return await _request(store, args, InboxKind.RESUME)
 
 
-WRITERS = {"abort": abort, "resume": resume}
+async def retry(store: Store, args: argparse.Namespace) -> Output:
+    return await _request(store, args, InboxKind.RETRY)
+
+
+async def skip(store: Store, args: argparse.Namespace) -> Output:
+    return await _request(store, args, InboxKind.SKIP)
+
+
+async def revert(store: Store, args: argparse.Namespace) -> Output:
+    return await _request(store, args, InboxKind.REVERT)
+
+
+_DONE = {
+    InboxKind.RESUME: "resumed",
+    InboxKind.RETRY: "retried",
+    InboxKind.SKIP: "skipped",
+    InboxKind.REVERT: "reverted",
+}
+
+WRITERS = {"abort": abort, "resume": resume, "retry": retry, "skip": skip, "revert": revert}

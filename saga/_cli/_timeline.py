@@ -20,7 +20,10 @@ from saga._bodies import (
     SagaCompleted,
     SagaFailed,
     SagaResumed,
+    SagaRetried,
+    SagaReverted,
     SagaStarted,
+    SagaSuspended,
     StepBody,
     StepCompleted,
     StepFailed,
@@ -188,4 +191,10 @@ def _what(body: RecordBody, start: float) -> str:
             return failed + _dead(body.dead_letters)
         case SagaResumed():
             return f"resumed by {body.by or 'unknown'}: {body.reason}"
+        case SagaSuspended():
+            return f"saga SUSPENDED: {error_text(body.error)}; waits for retry, skip or abort"
+        case SagaRetried():
+            return f"retried by {body.by or 'unknown'}: {body.reason}"
+        case SagaReverted():
+            return f"revert requested by {body.by or 'unknown'}: {body.reason}"
     return f"{body.kind} {show_json(body.data())}"  # pragma: no cover - a kind added later

@@ -135,7 +135,7 @@ class SendResult(enum.Enum):
     UNKNOWN = "unknown"
     FORWARDED = "forwarded"  # stored; another runtime owns the saga and was told (shared stores)
     CLOSED = "closed"  # an event or abort for a terminal saga
-    REFUSED = "refused"  # a resume request for a saga that is not FAILED
+    REFUSED = "refused"  # a runtime request for a saga not in its status (`REQUEST_STATUS`)
 
 
 class StoreStats(msgspec.Struct, frozen=True):
@@ -260,8 +260,10 @@ class Store(abc.ABC):
     ) -> SendResult:
         """Add to a saga's inbox, unless this ``event_id`` is already there (checked first).
 
-        An event or an abort needs the saga open (else ``CLOSED``); a resume request needs
-        it ``FAILED`` (else ``REFUSED``). The check and the insert are one transaction.
+        An event or an abort needs the saga not terminal (else ``CLOSED``); a request a
+        runtime performs needs the one status it applies to (`REQUEST_STATUS`: a resume
+        ``FAILED``, a retry or skip ``SUSPENDED``, a revert ``COMPLETED``; else
+        ``REFUSED``). The check and the insert are one transaction.
         """
 
     @abc.abstractmethod

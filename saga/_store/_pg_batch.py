@@ -27,7 +27,7 @@ from saga._store._plan import (
     checked_ids,
     plan_batch,
 )
-from saga._store._vocabulary import CLOSED_STATE_SQL, InboxKind, InboxState
+from saga._store._vocabulary import CLOSED_STATE_SQL, InboxState
 from saga._store._writer import Op
 
 __all__ = ["NOTIFY_CHANNEL", "apply_batch"]
@@ -134,7 +134,7 @@ async def apply_batch(
                 plan.closed,
             )
         notices = {f"{owner}:{saga_id}" for owner, saga_id in plan.notify}
-        notices.update(f"*:{r.saga_id}" for r in plan.inbox_rows if r.kind == InboxKind.RESUME)
+        notices.update(f"*:{saga_id}" for saga_id in plan.announce)
         if notices:
             await conn.execute(
                 "SELECT pg_notify($1, n) FROM unnest($2::text[]) AS n",

@@ -25,7 +25,16 @@ from saga._store._base import (
     inbox_item,
     saga_row,
 )
-from saga._store._vocabulary import OPEN_SQL, WAITING, InboxKind, InboxState, sql_text
+from saga._store._vocabulary import (
+    OPEN_SQL,
+    RUNTIME_REQUESTS,
+    SUSPENDED,
+    WAITING,
+    InboxKind,
+    InboxState,
+    sql_list,
+    sql_text,
+)
 
 __all__ = ["PostgresReads", "PostgresReadsHost"]
 
@@ -125,7 +134,8 @@ class PostgresReads(PostgresReadsHost):
         return int(rows[0]["mark"])
 
     async def foreign_inbox(self, after: int) -> tuple[list[InboxItem], int]:
-        """Entries other instances wrote for sagas this one owns (and every resume request).
+        """Entries other instances wrote for sagas this one owns (and every request a runtime
+        performs: `RUNTIME_REQUESTS`, and an abort of a ``SUSPENDED`` saga).
 
         Inbox ids are not handed out in commit order on PostgreSQL, so the mark is a
         transaction id horizon instead; entries near it can be read twice, and the ids
@@ -140,7 +150,8 @@ class PostgresReads(PostgresReadsHost):
             "FROM saga_inbox i JOIN sagas s USING (saga_id) "
             f"WHERE i.status = {InboxState.PENDING:d} AND i.tx >= $1::text::xid8 "
             "AND i.origin IS DISTINCT FROM $2 AND (s.owner = $3 OR $3::bigint IS NULL "
-            f"OR i.kind = {sql_text(InboxKind.RESUME)})) e ON true "
+            f"OR i.kind IN {sql_list(RUNTIME_REQUESTS)} OR (i.kind = {sql_text(InboxKind.ABORT)} "
+            f"AND s.status = {sql_text(SUSPENDED)}))) e ON true "
             "ORDER BY e.id",
             str(after),
             self.origin,

@@ -18,7 +18,13 @@ import anyio
 
 from saga._errors import LeaseLost, StoreError
 from saga._store._base import Append, SagaRow, SendResult, row_params
-from saga._store._vocabulary import FAILED, TERMINAL_STATUSES, Access, InboxKind
+from saga._store._vocabulary import (
+    REQUEST_STATUS,
+    SUSPENDED,
+    TERMINAL_STATUSES,
+    Access,
+    InboxKind,
+)
 from saga._store._writer import GroupCommitWriter, Op
 
 __all__ = [
@@ -197,7 +203,9 @@ class BatchPlan:
     ``new_sagas`` are ``(row, owning fence)``; ``log_rows`` are ``(saga_id, seq, body,
     fence)``; ``owners`` are the new owning fence of sagas an `append_if` took over (a
     resume); ``notify`` are ``(owner fence, saga_id)`` of events and requests stored for a
-    saga another store instance owns; ``parked`` are ``(saga_id, error, release)``.
+    saga another store instance owns; ``announce`` are the sagas of requests every runtime
+    is told of (those a runtime performs: `REQUEST_STATUS`, and an abort of a ``SUSPENDED``
+    saga); ``parked`` are ``(saga_id, error, release)``.
     """
 
     new_sagas: list[tuple[SagaRow, int | None]] = field(default_factory=list)
@@ -208,6 +216,7 @@ class BatchPlan:
     consumed: list[tuple[str, str]] = field(default_factory=list)
     closed: list[tuple[str, str]] = field(default_factory=list)
     notify: list[tuple[int, str]] = field(default_factory=list)
+    announce: list[str] = field(default_factory=list)
     parked: list[tuple[str, bytes, bool]] = field(default_factory=list)
     results: list[tuple[Op[Any], Any]] = field(default_factory=list)
 
@@ -300,13 +309,16 @@ def _send(
         return SendResult.DUPLICATE
     if target is None:
         return SendResult.UNKNOWN
-    if op.kind == InboxKind.RESUME and target.status != FAILED:
+    required = REQUEST_STATUS.get(op.kind)
+    if required is not None and target.status != required:
         return SendResult.REFUSED
-    if op.kind != InboxKind.RESUME and target.status in TERMINAL_STATUSES:
+    if required is None and target.status in TERMINAL_STATUSES:
         return SendResult.CLOSED
     seen.add((op.saga_id, op.event_id))
     plan.inbox_rows.append(InboxRow(op.saga_id, op.event_id, op.kind, op.name, op.key,
                                     op.payload, op.sent_at, op.headers, origin))  # fmt: skip
+    if required is not None or (op.kind == InboxKind.ABORT and target.status == SUSPENDED):
+        plan.announce.append(op.saga_id)  # a runtime performs it, whoever owned the saga
     owner = None if owners is None else owners.get(op.saga_id)
     if owners is None or (owner == fence and fence is not None):
         return SendResult.STORED

@@ -24,6 +24,9 @@ __all__ = [
     "FAILED",
     "OPEN_SQL",
     "OPEN_STATUSES",
+    "REQUEST_STATUS",
+    "RUNTIME_REQUESTS",
+    "SUSPENDED",
     "TERMINAL_STATUSES",
     "WAITING",
     "Access",
@@ -43,6 +46,11 @@ OPEN_STATUSES: Final = ("RUNNING", "WAITING", "COMPENSATING")
 TERMINAL_STATUSES: Final = frozenset({"COMPLETED", "COMPENSATED", "FAILED"})
 WAITING: Final = "WAITING"  # `StoreStats.oldest_waiting` looks for it
 FAILED: Final = "FAILED"  # the one terminal status a resume request applies to
+COMPLETED: Final = "COMPLETED"  # the status a revert request applies to
+# Waiting for an operator (retry, skip, abort): not terminal, yet not open either: no
+# actor runs it, recovery does not fold it, no claim takes it over. Requests for it are
+# performed by a runtime, as a resume request is.
+SUSPENDED: Final = "SUSPENDED"
 
 
 def sql_text(value: str) -> str:
@@ -67,6 +75,21 @@ class InboxKind:
     EVENT = "event"  # for a step's wait; a dead letter if the saga ends without taking it
     ABORT = "abort"  # an operator's abort request, taken by the saga's actor
     RESUME = "resume"  # an operator's resume request for a FAILED saga, taken by the runtime
+    RETRY = "retry"  # an operator's retry request for a SUSPENDED saga, taken by the runtime
+    SKIP = "skip"  # an operator's skip request for a SUSPENDED saga, taken by the runtime
+    REVERT = "revert"  # an operator's revert request for a COMPLETED saga, taken by the runtime
+
+
+# The requests a runtime (not a saga's actor) performs, each with the one status it applies
+# to: `Store.send` refuses one for a saga in any other status. An abort of a SUSPENDED saga
+# is performed the same way (it has no actor).
+REQUEST_STATUS: Final = {
+    InboxKind.RESUME: FAILED,
+    InboxKind.RETRY: SUSPENDED,
+    InboxKind.SKIP: SUSPENDED,
+    InboxKind.REVERT: COMPLETED,
+}
+RUNTIME_REQUESTS: Final = tuple(REQUEST_STATUS)
 
 
 class InboxState(enum.IntEnum):

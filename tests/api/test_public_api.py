@@ -16,12 +16,13 @@ import saga
 
 EXPECTED_ALL = [
     "AbortRequested", "CompensationStarted", "CorruptLog", "DeadLetter", "DefinitionMismatch",
-    "ErrorInfo", "Event", "EventDelivered", "LeaseLost", "NotASagaStore", "Observer",
-    "PayloadTooLarge", "PoisonStep", "Record", "RecordBody", "RecordKind", "RetryPolicy",
-    "Runtime", "Saga", "SagaClosed", "SagaCompensated", "SagaCompleted", "SagaError",
-    "SagaExists", "SagaExport", "SagaFailed", "SagaHandle", "SagaInfo", "SagaResumed",
-    "SagaStarted", "Status", "Step", "StepBody", "StepCompleted", "StepContext", "StepFailed",
-    "StepOutcome", "StepSkipped", "StepStarted", "StepTimeout", "StepWaiting", "StoreError",
+    "ErrorInfo", "Event", "EventDelivered", "InvalidTransition", "LeaseLost", "NotASagaStore",
+    "Observer", "PayloadTooLarge", "PoisonStep", "Record", "RecordBody", "RecordKind",
+    "RetryPolicy", "Runtime", "Saga", "SagaClosed", "SagaCompensated", "SagaCompleted",
+    "SagaError", "SagaExists", "SagaExport", "SagaFailed", "SagaHandle", "SagaInfo",
+    "SagaResumed", "SagaRetried", "SagaReverted", "SagaStarted", "SagaSuspended", "Status",
+    "Step", "StepBody", "StepCompleted", "StepContext", "StepFailed", "StepOutcome",
+    "StepSkipped", "StepStarted", "StepTimeout", "StepWaiting", "StoreError",
     "UnknownDefinition", "UnknownSaga", "Wait", "WaitTimedOut", "replay", "wait_for",
 ]  # fmt: skip
 
@@ -36,6 +37,7 @@ SPEC_NAMES = {
 ERRORS = [
     saga.CorruptLog,
     saga.DefinitionMismatch,
+    saga.InvalidTransition,
     saga.LeaseLost,
     saga.NotASagaStore,
     saga.PayloadTooLarge,
@@ -109,7 +111,9 @@ def test_exported_objects_live_in_private_modules() -> None:
 
 
 def test_status_members() -> None:
-    names = ["RUNNING", "WAITING", "COMPENSATING", "COMPLETED", "COMPENSATED", "FAILED"]
+    names = [
+        "RUNNING", "WAITING", "COMPENSATING", "COMPLETED", "COMPENSATED", "FAILED", "SUSPENDED"
+    ]  # fmt: skip
     assert [s.name for s in saga.Status] == names
     assert saga.Status("WAITING") is saga.Status.WAITING
     assert saga.Status.COMPLETED == "COMPLETED"

@@ -45,7 +45,7 @@ FORMAT_1: dict[str, dict[str, Any]] = {
     "step_failed": {"compensating": False, "handler": "on_event", "attempt": 2,
                     "error": {"type": "Declined", "message": "no"}, "retry_at": T0 + 4,
                     "final": False},
-    "step_skipped": {"compensating": False, "reason": "not express", "by": "ops:ana"},
+    "step_skipped": {"compensating": False, "reason": "paid by phone", "by": "ops"},
     "abort_requested": {"reason": "stop", "by": "cli:me@host", "effective": True},
     "compensation_started": {"error": {"type": "Declined", "message": "no", "step": "B"},
                              "failed_step": "B", "steps": ["B", "A"]},
@@ -54,13 +54,16 @@ FORMAT_1: dict[str, dict[str, Any]] = {
     "saga_failed": {"error": {"type": "Boom", "message": "x", "step": "A"}, "remaining": ["A"],
                     "dead_letters": 3},
     "saga_resumed": {"reason": "fixed", "by": "api"},
+    "saga_suspended": {"error": {"type": "Boom", "message": "x", "step": "B"},
+                       "handler": "on_event"},
+    "saga_retried": {"reason": "fixed", "by": "ops"},
+    "saga_reverted": {"reason": "undo", "by": "api"},
 }  # fmt: skip
 
 # What format 1 leaves out when there is nothing to say (no annotations, headers or dead
 # letters): the same data, without these keys.
 LEFT_OUT = {
     "saga_started": ("annotations",),
-    "step_skipped": ("by",),
     "saga_completed": ("dead_letters",),
     "saga_compensated": ("dead_letters",),
     "saga_failed": ("dead_letters",),

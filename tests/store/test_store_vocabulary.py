@@ -28,6 +28,7 @@ from saga._store._vocabulary import (
     FAILED,
     OPEN_SQL,
     OPEN_STATUSES,
+    SUSPENDED,
     TERMINAL_STATUSES,
     WAITING,
     InboxState,
@@ -163,7 +164,11 @@ CREATE INDEX saga_inbox_dead ON saga_inbox (id) WHERE status = 2;
 
 
 def test_the_statuses_are_those_of_status() -> None:
-    assert tuple(s.value for s in Status if not s.terminal) == OPEN_STATUSES
+    # SUSPENDED is neither open nor terminal: it waits for an operator, with no actor.
+    open_statuses = tuple(s.value for s in Status if not s.terminal and s is not Status.SUSPENDED)
+    assert open_statuses == OPEN_STATUSES
+    assert Status.SUSPENDED.value == SUSPENDED
+    assert SUSPENDED not in OPEN_STATUSES
     assert tuple(s.value for s in ACTIVE_STATUSES) == OPEN_STATUSES
     assert {s.value for s in Status if s.terminal} == TERMINAL_STATUSES
     assert not set(OPEN_STATUSES) & TERMINAL_STATUSES
