@@ -89,6 +89,7 @@ class Engine:
         self._actors: dict[str, Actor] = {}
         self._parked: dict[str, ErrorInfo] = {}
         self._handed_back: set[str] = set()  # sagas this worker cannot run, left to others
+        self._refold: set[str] = set()  # sagas whose actor may have folded a stale log
         self._finished: dict[str, Finished] = {}
         self._all_stopped = anyio.Event()
         self.tg: anyio.abc.TaskGroup | None = None
@@ -328,8 +329,12 @@ class Engine:
         try:
             await actor.announce()
         finally:
-            if not adopted:  # pragma: no cover - that actor folds the log and carries on
+            if not adopted:
+                # The actor there (woken by an event, say) may have folded the log before
+                # this commit and will see nothing to do: once it stops, a fresh actor
+                # folds the log again, so the commit is acted on.
                 actor.discard()
+                self._refold.add(actor.saga_id)
             elif self._actors.get(actor.saga_id) is actor:
                 self.running().start_soon(actor.run)
 
@@ -390,9 +395,15 @@ class Engine:
         return True
 
     def actor_stopped(self, actor: Actor) -> None:
-        if self._actors.get(actor.saga_id) is actor:
-            del self._actors[actor.saga_id]
-            self._release(actor.saga_id)  # stopped without an end: whoever waits asks the store
+        saga_id = actor.saga_id
+        if self._actors.get(saga_id) is actor:
+            del self._actors[saga_id]
+            if saga_id in self._refold:  # see `_hand_over`
+                self._refold.discard(saga_id)
+                if self._may_run(saga_id):
+                    self.activate(saga_id)
+                    return
+            self._release(saga_id)  # stopped without an end: whoever waits asks the store
             if self.closing and not self._actors:
                 self._all_stopped.set()
 

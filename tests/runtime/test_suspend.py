@@ -351,3 +351,24 @@ async def test_observers_follow_suspend_and_every_operator_action(store_url: str
     assert ("o-2", Status.COMPLETED, Status.COMPENSATING) in moves  # the revert
     names = {span.name for span in exporter.get_finished_spans()}
     assert {"saga order suspended", "saga order retried", "saga order reverted"} <= names
+
+
+async def test_an_action_committed_while_a_stale_actor_holds_the_saga_still_runs() -> None:
+    """An event wakes a short-lived actor for a SUSPENDED saga; it folds the log (nothing
+    to do) just before an operator's retry commits. The retry's own actor cannot be
+    registered beside it: once the stale one stops, the saga must still go on."""
+    from saga._actor import Actor
+    from saga._engine import fold_log
+
+    definition, _, charge, _ = order_saga(failures=2)
+    async with saga.Runtime("sqlite:///:memory:", sagas=[definition]) as rt:
+        await suspend(rt, definition)
+        engine = rt._engine
+        stale = Actor(engine, "o-1", fold_log("o-1", await engine.store.log("o-1")))
+        engine._actors["o-1"] = stale  # registered, its fold taken before the retry
+        await rt.retry("o-1", reason="back", by="ops")
+        assert engine._actors["o-1"] is stale  # the retry's actor was not registered
+        engine.running().start_soon(stale.run)  # it sees SUSPENDED and stops
+        info = await rt.handle("o-1").result(timeout=10)
+        assert info.status is Status.COMPLETED
+        assert charge.calls == ["run1", "run2", "run1"]
