@@ -1,7 +1,8 @@
 """``main``: parse, open the store the way the command needs it, run, print, exit.
 
-User errors (an unknown id, a bad URL, a file that is not a saga store, ...) print one
-line on stderr and exit with status 1; they never show a traceback.
+User errors (an unknown id, a bad URL, a file that is not a saga store, a refused
+request, ...) print one line on stderr and exit with status 1; usage errors (found by
+the parser) exit with 2. Neither shows a traceback.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments (default ``sys.argv[1:]``).
 
     Returns:
-        0 on success, 1 on a user error (printed as one line on stderr).
+        0 on success, 1 on a user error (printed as one line on stderr); a usage error
+        exits from the parser with status 2.
     """
     args = build_parser().parse_args(argv)
     try:

@@ -49,10 +49,11 @@ _EXAMPLES = {
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors are one line on stderr and exit status 1, like every user error."""
+    """Usage errors (an unknown option, a missing or malformed argument) are one line on
+    stderr and exit status 2; a refused or failed command exits 1."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(1, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _status(text: str) -> Status:

@@ -299,13 +299,13 @@ USER_ERRORS = [
     (["dead-letters", "nope"], "no saga with id 'nope'"),
     (["resume", "nope"], "no saga with id 'nope'"),
     (["replay", "ok-1", "--at", "99"], "has records 1 to 9; --at 99 is past them"),
-    (["list", "--status", "DONE"], "unknown status 'DONE'; one of RUNNING, WAITING"),
     (["export", "ok-1", "-o", "/nonexistent/dir/x.json"], "No such file or directory"),
 ]
 
 USAGE_ERRORS = [
     (["replay", "ok-1", "--at", "0"], "expected a positive whole number"),
     (["list", "--limit", "lots"], "expected a positive whole number"),
+    (["list", "--status", "DONE"], "unknown status 'DONE'; one of RUNNING, WAITING"),
     (["abort", "ok-1"], "the following arguments are required: --reason"),
     (["abort", "ok-1", "--reason", "r", "--wait", "-1"], "expected seconds from 0 to 3600"),
     ([], "the following arguments are required: COMMAND"),
@@ -323,7 +323,7 @@ def test_user_errors(db: Path) -> None:
 def test_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:  # in process: the parser rejects it first
         main(argv)
-    assert exited.value.code == 1
+    assert exited.value.code == 2  # a usage error
     captured = capsys.readouterr()
     assert captured.out == ""
     assert message in captured.err

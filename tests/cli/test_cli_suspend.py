@@ -59,13 +59,12 @@ async def test_retry_skip_and_revert_from_the_command_line(tmp_path: Path) -> No
         assert "SUSPENDED" in shown
         assert "saga retry o-1" in shown
 
-        # a wrong status is refused (exit 1); a missing reason is a usage error, which this
-        # command line reports with exit 1 like every other (SPEC asks 2: not done yet)
+        # a wrong status is refused (exit 1); a missing reason is a usage error (exit 2)
         refused = await cli("revert", "o-1", "--reason", "x", db=db)
         assert refused.returncode == 1
         assert "not COMPLETED" in refused.stderr
         usage = await cli("retry", "o-1", db=db)
-        assert (usage.returncode, "--reason" in usage.stderr) == (1, True)
+        assert (usage.returncode, "--reason" in usage.stderr) == (2, True)
         assert (await cli("skip", "nope", "--reason", "x", db=db)).returncode == 1
 
         done = await cli("retry", "o-1", "--reason", "processor back", "--by", "ops",

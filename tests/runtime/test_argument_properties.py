@@ -768,7 +768,7 @@ def test_cli_usage_errors(
 ) -> None:
     with pytest.raises(SystemExit) as exited:  # the parser refuses it before any store
         main(argv)
-    assert exited.value.code == 1
+    assert exited.value.code == 2  # a usage error
     captured = capsys.readouterr()
     assert captured.out == ""
     assert message in captured.err
