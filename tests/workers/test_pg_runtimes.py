@@ -13,7 +13,8 @@ from _wait import wait_until
 
 import saga
 from saga._records import decode_record
-from saga._store import SendResult, open_store
+from saga._requests import encode_request
+from saga._store import InboxKind, SendResult, open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -198,3 +199,49 @@ async def test_a_start_after_a_pause_past_the_lease_lands_under_a_new_lease(
         )
         assert [r[0] for r in fences] == [a.store.fence]
     assert any("lost its lease" in r.getMessage() for r in caplog.records)
+
+
+class Flaky(saga.Step):
+    """Fails until told otherwise; suspends the saga when its attempts run out."""
+
+    on_exhausted = "suspend"
+    down = True
+
+    async def run(self, ctx: saga.StepContext[Trip]) -> None:
+        if Flaky.down:
+            raise RuntimeError("service down")
+        ctx.state.log.append("Flaky.run")
+
+
+async def test_an_operator_action_reaches_a_suspended_saga_whose_owner_is_gone(
+    url: str, schema: str
+) -> None:
+    """A suspended saga has no actor and is not among the sagas claims move: a request
+    for it is announced to every worker, and the one that performs it takes it over."""
+    Flaky.down = True
+    calls: list[str] = []
+    definition = saga.Saga("flaky", state=Trip, steps=[simple_step("Book", calls), Flaky()])
+    async with saga.Runtime(url, sagas=[definition]) as b:
+        async with saga.Runtime(url, sagas=[definition]) as a:
+            await a.start(definition, Trip(), saga_id="f-1")
+            await wait_until(a, "f-1", saga.Status.SUSPENDED)
+            owner_a = a.store.fence
+        # a is gone; the saga stays suspended and owned by a dead fence
+        [(owner,)] = await query(schema, "SELECT owner FROM sagas WHERE saga_id = 'f-1'")
+        assert owner == owner_a
+        Flaky.down = False
+        client = open_store(url, access="client")
+        await client.open()
+        try:
+            request = encode_request("back", "ops", 1 << 20)
+            result = await client.send("f-1", "retry-1", kind=InboxKind.RETRY, name="retry",
+                                       key=None, payload=request, sent_at=0.0)  # fmt: skip
+        finally:
+            await client.close()
+        assert result is SendResult.FORWARDED
+        info = await wait_until(b, "f-1", saga.Status.COMPLETED, timeout=10)
+        assert info.state.log == ["Book", "Flaky.run"]
+        [(owner,)] = await query(schema, "SELECT owner FROM sagas WHERE saga_id = 'f-1'")
+        assert owner == b.store.fence
+        retried = [r for r in await b.history("f-1") if r.kind == "saga_retried"]
+        assert [(r.data["reason"], r.data["by"]) for r in retried] == [("back", "ops")]
