@@ -77,3 +77,25 @@ def test_two_workers_of_the_workers_example_share_the_orders(schema: str) -> Non
         assert "started 20 orders" in output
         last = output.strip().splitlines()[-1]
         assert "40 orders completed, 0 waiting, 0 running" in last, output
+
+
+def test_operator_actions_retry_skip_and_revert(tmp_path: Path) -> None:
+    example = EXAMPLE.with_name("operator_actions.py")
+    done = subprocess.run(
+        [sys.executable, str(example)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    blocks = {b.split(":", 1)[0]: b for b in done.stdout.strip().split("\n\n")}
+    assert blocks["order-retry"].startswith(
+        "order-retry: COMPLETED; reserved, charged, wrapped, shipped"
+    )
+    assert (
+        "saga_retried           Charge  by ops:ana: card processor is back" in blocks["order-retry"]
+    )
+    assert blocks["order-skip"].startswith("order-skip: COMPLETED; reserved, shipped")
+    assert "step_skipped           Charge  by ops:ben: paid by phone" in blocks["order-skip"]
+    assert blocks["order-revert"].startswith(
+        "order-revert: COMPENSATED; reserved, charged, shipped, returned, refunded, released"
+    )
+    assert (tmp_path / "orders.db").is_file()
