@@ -99,10 +99,15 @@ class Saga(Generic[S]):
         version: bump it when the steps change; sagas started on the old version keep it.
         observers: `Observer` instances called for this definition's sagas only.
 
+    Attributes:
+        steps: the steps, in order; ``step_names`` their names.
+        conditional: the names of the steps that override ``should_run``.
+
     Raises:
         ValueError: duplicate step names, no steps, a bad saga or step name (empty, too
             long, control characters, a lone surrogate), a version that is not an int from
-            1 to 2**31 - 1, or a step's retry policy out of range (more than 1,000,000
+            1 to 2**31 - 1, an ``on_exhausted`` other than ``"compensate"`` or
+            ``"suspend"``, or a step's retry policy out of range (more than 1,000,000
             attempts, an interval over 100 years, a backoff that overflows a float).
         TypeError: a state that is not a ``msgspec.Struct`` type, a step that is not a
             `Step`, or a retry that is not a `RetryPolicy`.
