@@ -315,32 +315,29 @@ class CompensationStarted(RecordBody, frozen=True, kw_only=True):
         }
 
 
-class SagaCompleted(RecordBody, frozen=True, kw_only=True):
-    """``saga_completed``: every step completed.
+class _Ended(RecordBody, frozen=True, kw_only=True):
+    """A terminal record with nothing to say but the dead letters it leaves.
 
     Attributes:
         dead_letters: how many pending events this record left as dead letters.
     """
+
+    dead_letters: int = 0
+
+    def data(self) -> dict[str, Any]:
+        return {"dead_letters": self.dead_letters} if self.dead_letters else {}
+
+
+class SagaCompleted(_Ended, frozen=True, kw_only=True):
+    """``saga_completed``: every step completed (``dead_letters`` as for every end)."""
 
     kind: ClassVar[str] = RecordKind.SAGA_COMPLETED.value
-    dead_letters: int = 0
-
-    def data(self) -> dict[str, Any]:
-        return {"dead_letters": self.dead_letters} if self.dead_letters else {}
 
 
-class SagaCompensated(RecordBody, frozen=True, kw_only=True):
-    """``saga_compensated``: every compensation ran.
-
-    Attributes:
-        dead_letters: how many pending events this record left as dead letters.
-    """
+class SagaCompensated(_Ended, frozen=True, kw_only=True):
+    """``saga_compensated``: every compensation ran (``dead_letters`` as for every end)."""
 
     kind: ClassVar[str] = RecordKind.SAGA_COMPENSATED.value
-    dead_letters: int = 0
-
-    def data(self) -> dict[str, Any]:
-        return {"dead_letters": self.dead_letters} if self.dead_letters else {}
 
 
 class SagaFailed(RecordBody, frozen=True, kw_only=True):
@@ -364,20 +361,25 @@ class SagaFailed(RecordBody, frozen=True, kw_only=True):
         return data
 
 
-class SagaResumed(RecordBody, frozen=True, kw_only=True):
-    """``saga_resumed``: an operator sent a ``FAILED`` saga back to compensating.
+class _OperatorAction(RecordBody, frozen=True, kw_only=True):
+    """An operator's action on a saga no step runs, with who and why.
 
     Attributes:
-        reason: why it may continue.
-        by: who resumed it, if known.
+        reason: why.
+        by: who asked, if known.
     """
 
-    kind: ClassVar[str] = RecordKind.SAGA_RESUMED.value
     reason: str = ""
     by: str | None = None
 
     def data(self) -> dict[str, Any]:
         return {"reason": self.reason, "by": self.by}
+
+
+class SagaResumed(_OperatorAction, frozen=True, kw_only=True):
+    """``saga_resumed``: an operator sent a ``FAILED`` saga back to compensating."""
+
+    kind: ClassVar[str] = RecordKind.SAGA_RESUMED.value
 
 
 class SagaSuspended(RecordBody, frozen=True, kw_only=True):
@@ -397,38 +399,18 @@ class SagaSuspended(RecordBody, frozen=True, kw_only=True):
         return {"error": _error_data(self.error), "handler": self.handler}
 
 
-class SagaRetried(RecordBody, frozen=True, kw_only=True):
+class SagaRetried(_OperatorAction, frozen=True, kw_only=True):
     """``saga_retried``: an operator sent a ``SUSPENDED`` saga back to its failed handler,
-    with a fresh retry budget.
-
-    Attributes:
-        reason: why it may succeed now.
-        by: who asked.
-    """
+    with a fresh retry budget."""
 
     kind: ClassVar[str] = RecordKind.SAGA_RETRIED.value
-    reason: str = ""
-    by: str | None = None
-
-    def data(self) -> dict[str, Any]:
-        return {"reason": self.reason, "by": self.by}
 
 
-class SagaReverted(RecordBody, frozen=True, kw_only=True):
+class SagaReverted(_OperatorAction, frozen=True, kw_only=True):
     """``saga_reverted``: an operator asked to undo a ``COMPLETED`` saga; every step it
-    completed is compensated, in reverse (``compensation_started`` follows).
-
-    Attributes:
-        reason: why.
-        by: who asked.
-    """
+    completed is compensated, in reverse (``compensation_started`` follows)."""
 
     kind: ClassVar[str] = RecordKind.SAGA_REVERTED.value
-    reason: str = ""
-    by: str | None = None
-
-    def data(self) -> dict[str, Any]:
-        return {"reason": self.reason, "by": self.by}
 
 
 def _error_data(error: ErrorInfo | None) -> dict[str, Any] | None:
